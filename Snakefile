@@ -1,0 +1,23 @@
+# The study as a Snakemake workflow. `snakemake --cores all` runs it locally;
+# `snakemake --configfile params/smoke.yaml ...` picks another parameter set;
+# `snakemake --profile workflow/profiles/slurm` runs the same graph on a SLURM cluster.
+# Rules are built from the stage table in src/saeatlas/pipeline.py, the same table dvc.yaml
+# is generated from, so both front-ends run the same commands on the same files.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/activations.smk"
+
+
+rule all:
+    input:
+        ALL_TARGETS,
+    default_target: True

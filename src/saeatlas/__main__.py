@@ -1,0 +1,3 @@
+from saeatlas.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,347 @@
+"""Sharded on-disk activation store: written streaming, resumable, read back as memmap.
+
+Layout of one store (one layer, one split)::
+
+    manifest.json        shapes, dtype, per-shard sha256 and sum of squared norms,
+                         normalisation scale, the fingerprint of what produced it
+    shard-00000.npy ...  float32/float16 [rows, d_model], rows = contexts x positions (BOS excluded)
+    tokens.npy           int32 [n_tokens]: the token id at each row
+    doc_ids.npy          int32 [n_tokens]: the corpus document each row's token came from
+
+The stage writes ``results/activations/<model>/layer<L>/{train,eval}/``. While it runs, the
+stores live in ``layer<L>.partial/``: each shard is written to a temporary file, fsync'd,
+renamed, and only then listed in the manifest (itself replaced atomically). A killed run
+therefore leaves only complete, listed shards; the next run checks the fingerprint (corpus
+checksum, model weights, layer, batch and shard sizes, dtypes), resumes after the last listed
+shard, and ends byte-identical to an uninterrupted run (same batches, same order, no
+timestamps). When both splits are complete the directory is renamed into place, so neither
+Snakemake nor DVC, which delete a stage's outputs before running it, can destroy the partial
+work.
+
+Activations are stored raw. The manifest's ``normalisation.scale`` = sqrt(d / E||x||^2), with
+the expectation over every stored row (accumulated exactly, per shard, in float64), so that
+``scale * x`` has E||x||^2 = d (the convention of ARCHITECTURE.md); readers apply it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from saeatlas.artifacts import fsync_dir, sha256_file, write_json_atomic
+from saeatlas.config import ActivationParams
+from saeatlas.corpus import CorpusSplit
+from saeatlas.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "saeatlas.activations/1"
+MANIFEST = "manifest.json"
+NP_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.npy"
+
+
+def fingerprint(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
+
+
+class StoreWriter:
+    """Appends complete shards to a store directory and keeps its manifest current."""
+
+    def __init__(self, directory: Path, header: dict[str, Any]):
+        self.dir = directory
+        self.header = header
+        self.shards: list[dict[str, Any]] = []
+        existing = self._read_manifest()
+        if existing is not None and existing.get("fingerprint") == header["fingerprint"]:
+            self.shards = list(existing["shards"])
+            self._drop_unlisted()
+            if self.shards:
+                log.info("%s: resuming after %d complete shard(s)", directory, len(self.shards))
+        else:
+            if existing is not None:
+                log.warning("%s: partial store was made with other inputs or settings; starting over", directory)
+            shutil.rmtree(directory, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        path = self.dir / MANIFEST
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None  # a torn manifest cannot happen (atomic replace), but never trust it
+
+    def _drop_unlisted(self) -> None:
+        """Remove files a killed run left that the manifest does not list (e.g. *.tmp)."""
+        listed = {s["file"] for s in self.shards} | {MANIFEST}
+        for path in self.dir.iterdir():
+            if path.name not in listed:
+                path.unlink()
+
+    @property
+    def complete_shards(self) -> int:
+        return len(self.shards)
+
+    def _save_manifest(self, **extra: Any) -> dict[str, Any]:
+        manifest = {**self.header, "shards": self.shards, **extra}
+        write_json_atomic(self.dir / MANIFEST, manifest)
+        return manifest
+
+    def write_shard(self, index: int, rows: np.ndarray) -> None:
+        if index != len(self.shards):
+            raise AssertionError(f"shard {index} written out of order (have {len(self.shards)})")
+        if not np.isfinite(rows).all():
+            raise StoreError(
+                f"shard {index}: activations are not finite in {rows.dtype} "
+                f"(overflow? use activations.dtype: float32)"
+            )
+        path = self.dir / shard_name(index)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, rows, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+        fsync_dir(self.dir)
+        sum_sq = float(np.square(rows, dtype=np.float64).sum())
+        self.shards.append({"file": path.name, "rows": int(rows.shape[0]),
+                            "sha256": sha256_file(path), "sum_sq_norm": sum_sq})
+        self._save_manifest(complete=False)
+
+    def write_index(self, name: str, values: np.ndarray, chunk_rows: int) -> str:
+        """Write a 1-D int32 array chunk by chunk (bounded memory) and return its sha256."""
+        path = self.dir / name
+        tmp = path.with_name(path.name + ".tmp")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=values.shape)
+        for start in range(0, values.shape[0], chunk_rows):
+            out[start:start + chunk_rows] = values[start:start + chunk_rows]
+        out.flush()
+        del out
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+        fsync_dir(self.dir)
+        return sha256_file(path)
+
+    def finish(self, n_tokens: int, d_model: int, tokens_sha: str, doc_ids_sha: str) -> dict[str, Any]:
+        total = sum(s["rows"] for s in self.shards)
+        if total != n_tokens:
+            raise AssertionError(f"shards hold {total} rows, expected {n_tokens}")
+        mean_sq = sum(s["sum_sq_norm"] for s in self.shards) / n_tokens
+        return self._save_manifest(
+            complete=True,
+            n_tokens=n_tokens,
+            normalisation={"target": "E||scale*x||^2 = d_model", "mean_sq_norm": mean_sq,
+                           "scale": math.sqrt(d_model / mean_sq)},
+            files={"tokens.npy": tokens_sha, "doc_ids.npy": doc_ids_sha},
+        )
+
+
+class _RowView:
+    """Rows of a [n_contexts, context_length] array with the BOS column dropped, flattened."""
+
+    def __init__(self, array: np.ndarray, skip_first: bool):
+        self.array = array
+        self.skip = 1 if skip_first else 0
+        self.per = array.shape[1] - self.skip
+        self.shape = (array.shape[0] * self.per,)
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        start, stop, _ = sl.indices(self.shape[0])
+        c0, c1 = start // self.per, -(-stop // self.per)
+        block = np.asarray(self.array[c0:c1, self.skip:]).reshape(-1)
+        off = c0 * self.per
+        return block[start - off:stop - off]
+
+
+def write_store(
+    lm: Any,
+    split: CorpusSplit,
+    layer: int,
+    cfg: ActivationParams,
+    directory: Path,
+    header: dict[str, Any],
+    desc: str,
+) -> dict[str, Any]:
+    """Run the LM over every context of ``split`` and store block ``layer``'s output."""
+    contexts = split.contexts
+    n_ctx, ctx_len = contexts.shape
+    bos_excluded = split.manifest["bos_token_id"] is not None
+    skip = 1 if bos_excluded else 0
+    positions = ctx_len - skip
+    n_shards = math.ceil(n_ctx / cfg.shard_contexts)
+    np_dtype = NP_DTYPES[cfg.dtype]
+    header = {**header, "format": FORMAT, "context_length": int(ctx_len),
+              "positions_per_context": positions, "bos_excluded": bos_excluded,
+              "n_contexts": int(n_ctx), "shard_contexts": cfg.shard_contexts,
+              "dtype": cfg.dtype, "d_model": lm.d_model}
+    writer = StoreWriter(directory, header)
+    start_shard = writer.complete_shards
+    bar = tqdm(total=n_ctx * positions, initial=start_shard * cfg.shard_contexts * positions,
+               desc=desc, unit="tok", unit_scale=True)
+    for s in range(start_shard, n_shards):
+        c0, c1 = s * cfg.shard_contexts, min((s + 1) * cfg.shard_contexts, n_ctx)
+        rows = np.empty(((c1 - c0) * positions, lm.d_model), dtype=np_dtype)
+        for b0 in range(c0, c1, cfg.batch_contexts):
+            b1 = min(b0 + cfg.batch_contexts, c1)
+            ids = torch.from_numpy(np.asarray(contexts[b0:b1], dtype=np.int64))
+            acts = lm.residual(ids, layer)[:, skip:, :]
+            r0 = (b0 - c0) * positions
+            rows[r0:r0 + (b1 - b0) * positions] = (
+                acts.reshape(-1, lm.d_model).float().cpu().numpy().astype(np_dtype, copy=False)
+            )
+            bar.update((b1 - b0) * positions)
+        writer.write_shard(s, rows)
+    bar.close()
+    chunk = cfg.shard_contexts * positions
+    tokens_sha = writer.write_index("tokens.npy", _RowView(contexts, bos_excluded), chunk)
+    doc_ids_sha = writer.write_index("doc_ids.npy", _RowView(split.doc_ids, bos_excluded), chunk)
+    return writer.finish(n_ctx * positions, lm.d_model, tokens_sha, doc_ids_sha)
+
+
+def publish(partial: Path, final: Path) -> None:
+    """Move a finished store directory into place (atomic rename on one filesystem)."""
+    if final.exists():
+        shutil.rmtree(final)
+    partial.replace(final)
+    fsync_dir(final.parent)
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ActivationStore:
+    """Read side: memory-mapped shards, normalised on the fly, shuffled minibatches."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = False) -> "ActivationStore":
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not mpath.is_file():
+            raise StoreError(f"{path}: no {MANIFEST}; not an activation store (run the activations stage)")
+        manifest = json.loads(mpath.read_text())
+        if manifest.get("format") != FORMAT:
+            raise StoreError(f"{path}: unknown store format {manifest.get('format')!r}")
+        if not manifest.get("complete"):
+            raise StoreError(f"{path}: store is incomplete ({len(manifest['shards'])} shards written)")
+        store = cls(path, manifest)
+        for shard in manifest["shards"]:
+            if not (path / shard["file"]).is_file():
+                raise StoreError(f"{path}: {shard['file']} is listed in the manifest but missing")
+        if verify:
+            store.verify()
+        return store
+
+    def verify(self) -> None:
+        """Check every file against the checksum in the manifest."""
+        expected = {s["file"]: s["sha256"] for s in self.manifest["shards"]} | self.manifest["files"]
+        for name, sha in tqdm(sorted(expected.items()), desc="verify store", unit="file", leave=False):
+            if sha256_file(self.path / name) != sha:
+                raise StoreError(f"{self.path / name}: checksum does not match the manifest")
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.manifest["n_tokens"])
+
+    @property
+    def d_model(self) -> int:
+        return int(self.manifest["d_model"])
+
+    @property
+    def scale(self) -> float:
+        return float(self.manifest["normalisation"]["scale"])
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.manifest["shards"])
+
+    def shard(self, index: int) -> np.ndarray:
+        arr = np.load(self.path / self.manifest["shards"][index]["file"], mmap_mode="r")
+        return arr
+
+    def tokens(self) -> np.ndarray:
+        return np.load(self.path / "tokens.npy", mmap_mode="r")
+
+    def doc_ids(self) -> np.ndarray:
+        return np.load(self.path / "doc_ids.npy", mmap_mode="r")
+
+    def _to_tensor(self, rows: np.ndarray, normalise: bool, device: str | torch.device) -> torch.Tensor:
+        out = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+        if normalise:
+            out.mul_(self.scale)
+        return out.to(device)
+
+    def iter_sequential(self, batch_size: int, normalise: bool = True,
+                        device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+        """Rows in stored order (for evaluation), ``batch_size`` at a time."""
+        carry: np.ndarray | None = None
+        for i in range(self.n_shards):
+            shard = self.shard(i)
+            start = 0
+            if carry is not None:
+                need = batch_size - carry.shape[0]
+                carry = np.concatenate([carry, shard[:need]])
+                start = need
+                if carry.shape[0] == batch_size:
+                    yield self._to_tensor(carry, normalise, device)
+                    carry = None
+            while carry is None and start + batch_size <= shard.shape[0]:
+                yield self._to_tensor(shard[start:start + batch_size], normalise, device)
+                start += batch_size
+            if carry is None and start < shard.shape[0]:
+                carry = np.array(shard[start:])
+        if carry is not None and carry.shape[0]:
+            yield self._to_tensor(carry, normalise, device)
+
+    def minibatches(self, batch_size: int, seed: int, epoch: int = 0, buffer_shards: int = 4,
+                    normalise: bool = True, device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+        """Shuffled minibatches with memory bounded by ``buffer_shards`` shards.
+
+        Shards are visited in a seeded random order, ``buffer_shards`` at a time; the rows of
+        each group are shuffled together. Rows left over at the end of a group (fewer than
+        ``batch_size``) carry over into the next, so one epoch uses every row except at most
+        ``batch_size - 1`` at the very end. The order depends only on (seed, epoch).
+        """
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(self.n_shards)
+        carry = np.empty((0, self.d_model), dtype=np.float32)
+        for g in range(0, len(order), buffer_shards):
+            group = [np.asarray(self.shard(int(i)), dtype=np.float32) for i in order[g:g + buffer_shards]]
+            pool = np.concatenate([carry, *group])
+            pool = pool[rng.permutation(pool.shape[0])]
+            n_full = pool.shape[0] // batch_size
+            for b in range(n_full):
+                yield self._to_tensor(pool[b * batch_size:(b + 1) * batch_size], normalise, device)
+            carry = pool[n_full * batch_size:]
+
+
+def store_path(results: Path, model_name: str, layer: int) -> Path:
+    return results / "activations" / model_name / f"layer{layer}"
+

@@ -1,0 +1,112 @@
+"""Writing outputs so that an interrupted run never leaves a half-written file behind.
+
+Every file a stage writes goes to ``<name>.tmp``, is flushed and fsync'd, then renamed over
+the final name (rename is atomic on POSIX), and the directory is fsync'd so the rename itself
+survives a crash. Also: checksums, and the provenance block (git commit, versions, params
+hash) that every stage records beside its metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    _commit(tmp, path)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """JSON with sorted keys and no timestamps, so identical content gives identical bytes."""
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_npy_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    _commit(tmp, path)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """HEAD's commit (with '-dirty' when the tree has changes), or 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("saeatlas", "torch", "transformers", "numpy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def provenance(params_hash: str) -> dict[str, Any]:
+    return {"git_commit": git_commit(), "versions": versions(), "params_hash": params_hash}
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    """Flat ``{name: number}`` JSON that ``dvc metrics show/diff`` reads.
+
+    Only numbers (and booleans) go in: DVC diffs numbers, and a flat file keeps keys stable.
+    """
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, (bool, np.bool_)):
+            flat[key] = bool(value)
+        elif isinstance(value, (int, np.integer)):
+            flat[key] = int(value)
+        elif isinstance(value, (float, np.floating)):
+            flat[key] = float(value)
+        else:
+            raise TypeError(f"metric {key!r} is not a number: {value!r}")
+    write_json_atomic(path, flat)

