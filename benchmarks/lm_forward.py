@@ -98,7 +98,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--repeats", type=int, default=5, help="timed forwards after 1 warm-up (default 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--roofline-seconds", type=float, default=4.0)
+    parser.add_argument("--roofline-seconds", type=float, default=4.0,
+                        help="total roofline budget, split over the repeats (default 4)")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
                         help="also print the top ROWS ops of one profiled forward (default 0: off)")
     args = parser.parse_args()
@@ -121,32 +122,38 @@ def main() -> None:
     counts, handles = count_calls_above(lm, args.layer)
     out = lm.residual(ids, args.layer)  # warm-up
     assert out.shape == (args.batch, args.context, lm.d_model), out.shape
+    # Forward timings interleaved with roofline samples, so that a drift of the machine's speed
+    # (other processes, a noisy VM neighbour) hits numerator and denominator alike.
     times: list[float] = []
+    rooflines: list[float] = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         lm.residual(ids, args.layer)
         if lm.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        rooflines.append(measure_roofline(args.roofline_seconds / args.repeats))
     for h in handles:
         h.remove()
     called = sum(counts.values())
 
-    roofline = measure_roofline(args.roofline_seconds)
     tokens = args.batch * args.context
-    sec = statistics.median(times)
     flops = flops_per_token(lm.model.config, args.layer + 1, args.context) * tokens
+    sec, roofline = statistics.median(times), statistics.median(rooflines)
     gflops = flops / sec / 1e9
+    ratio = statistics.median(flops / t / 1e9 / r for t, r in zip(times, rooflines))
     print(f"blocks 0..{args.layer}, batch {args.batch} x context {args.context} = {tokens} tokens/forward")
     print(f"forward s: median {sec:.3f}  min {min(times):.3f}  max {max(times):.3f}  ({args.repeats} repeats)")
     print(f"flops_per_token: {flops / tokens / 1e6:.2f} MFLOP")
     print(f"tokens_per_s: {tokens / sec:.0f}")
     print(f"achieved_gflops: {gflops:.1f}")
-    print(f"roofline_gflops: {roofline:.1f}  (fp32 matmul, same run)")
+    print(f"roofline_gflops: {roofline:.1f}  (fp32 matmul, same run; per sample: "
+          f"{', '.join(f'{r:.0f}' for r in rooflines)})")
     print(f"blocks_above_L_called: {called}")
     if args.profile:
         profile(lm, ids, args.layer, args.profile)
-    print(f"lm_forward_fraction_of_roofline: {gflops / roofline:.3f}")
+    # median over the interleaved (forward, roofline) pairs of achieved / roofline
+    print(f"lm_forward_fraction_of_roofline: {ratio:.3f}")
 
 
 if __name__ == "__main__":

@@ -293,7 +293,8 @@ class ActivationStore:
         return np.load(self.path / "doc_ids.npy", mmap_mode="r")
 
     def _to_tensor(self, rows: np.ndarray, normalise: bool, device: str | torch.device) -> torch.Tensor:
-        out = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+        # np.array copies: the rows may be a read-only memmap, which must never be written.
+        out = torch.from_numpy(np.array(rows, dtype=np.float32))
         if normalise:
             out.mul_(self.scale)
         return out.to(device)

@@ -6,6 +6,8 @@ rule activations:
         stage_outputs("activations"),
     log:
         stage_log("activations"),
+    conda:
+        "../../environment.yml"
     params:
         tracked=stage_params("activations"),
     resources:

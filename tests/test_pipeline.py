@@ -1,0 +1,109 @@
+"""Snakemake and DVC describe the same graph: same stages, commands, inputs, outputs, logs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from saeatlas.pipeline import STAGES, dvc_yaml
+
+from conftest import REPO, copy_project, tool
+
+
+def test_committed_dvc_yaml_is_generated_from_the_stage_table() -> None:
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(), "run `python -m saeatlas dvc-yaml`"
+
+
+def dvc_jobs(proj: Path) -> dict[str, dict]:
+    """dvc.yaml with foreach expanded and ${...} interpolated from params.yaml, as DVC does."""
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    doc = yaml.safe_load((proj / "dvc.yaml").read_text())
+
+    def interp(text: str, item=None) -> str:
+        text = text.replace("${item}", str(item)) if item is not None else text
+        return re.sub(r"\$\{([\w.]+)\}", lambda m: str(_lookup(params, m.group(1))), text)
+
+    def paths(entries, item):
+        out = set()
+        for e in entries or []:
+            out.add(interp(next(iter(e)) if isinstance(e, dict) else e, item))
+        return out
+
+    jobs = {}
+    for name, body in doc["stages"].items():
+        items = [(None, body)]
+        if "foreach" in body:
+            values = _lookup(params, body["foreach"][2:-1])
+            items = [(v, body["do"]) for v in values]
+        for item, stage in items:
+            outs = paths(stage.get("outs"), item) | paths(stage.get("metrics"), item)
+            logs = {p for p in outs if p.startswith("results/logs/")}
+            jobs[name if item is None else f"{name}@{item}"] = {
+                "cmd": interp(stage["cmd"], item),
+                "inputs": paths(stage.get("deps"), item),
+                "outputs": outs - logs,
+                "log": logs,
+            }
+    return jobs
+
+
+def _lookup(mapping: dict, dotted: str):
+    for part in dotted.split("."):
+        mapping = mapping[part]
+    return mapping
+
+
+def snakemake_jobs(proj: Path) -> dict[str, dict]:
+    """Parse `snakemake -n -p` (every job, its files and its shell command)."""
+    proc = subprocess.run([tool("snakemake"), "-n", "-p", "--forceall", "--cores", "1"], cwd=proj,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout + proc.stderr
+    jobs = {}
+    for block in re.split(r"\n(?=\[[^\n]*\]\nrule )", text):
+        m = re.search(r"^rule (\w+):", block, re.MULTILINE)
+        if not m or m.group(1) == "all":
+            continue
+        fields = dict(re.findall(r"^    (input|output|log|wildcards): (.*)$", block, re.MULTILINE))
+        cmd = re.search(r"^Shell command: (.*)$", block, re.MULTILINE).group(1)
+        split = lambda key: set(fields[key].split(", ")) if key in fields else set()  # noqa: E731
+        wildcard = fields.get("wildcards", "")
+        name = m.group(1) + (f"@{wildcard.split('=')[1]}" if wildcard else "")
+        jobs[name] = {"cmd": cmd, "inputs": split("input"), "outputs": split("output"), "log": split("log")}
+    return jobs
+
+
+@pytest.mark.parametrize("params", ["params.yaml", "params/paper.yaml"])
+def test_snakemake_and_dvc_run_the_same_graph(tmp_path: Path, params: str) -> None:
+    # paper.yaml lists several layers: the wildcard must expand the same way in both.
+    proj = copy_project(tmp_path, params=params)
+    dvc, snake = dvc_jobs(proj), snakemake_jobs(proj)
+    assert set(snake) == set(dvc)
+    n_layers = len(yaml.safe_load((proj / "params.yaml").read_text())["model"]["layers"])
+    assert len(dvc) == len(STAGES) - 1 + n_layers
+    for job in dvc:
+        assert snake[job] == dvc[job], job
+
+
+def test_snakemake_lint_and_dvc_dag(tmp_path: Path) -> None:
+    proj = copy_project(tmp_path, params=None)
+    lint = subprocess.run([tool("snakemake"), "--lint"], cwd=proj, capture_output=True, text=True, timeout=300)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    dag = subprocess.run([tool("dvc"), "dag", "--md"], cwd=proj, capture_output=True, text=True, timeout=300)
+    assert dag.returncode == 0, dag.stderr
+    for stage in ("model", "corpus", "activations@15"):
+        assert stage in dag.stdout
+
+
+def test_partial_configfile_is_refused(tmp_path: Path) -> None:
+    proj = copy_project(tmp_path, params=None)
+    (proj / "partial.yaml").write_text("sae:\n  k: 8\n")
+    proc = subprocess.run([tool("snakemake"), "-n", "--configfile", "partial.yaml"], cwd=proj,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "complete parameter file" in proc.stdout + proc.stderr or "required key is missing" in proc.stdout + proc.stderr
