@@ -246,3 +246,29 @@ def test_huggingface_source_without_datasets_package_says_how_to_fix() -> None:
     src = corpus_params([{"kind": "huggingface", "dataset": "org/set", "domain": "web", "weight": 1}]).sources[0]
     with pytest.raises(CorpusError, match=r"pip install 'saeatlas\[hf\]'"):
         list(iter_documents(src, 1, SkipCounter()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["params.yaml", "params/paper.yaml"])
+def test_committed_budgets_fit_the_embedded_corpus(name: str, tokenizer, builtin_token_counts) -> None:
+    """Every source holds the tokens its weight asks for, so the default and paper studies run."""
+    from saeatlas.corpus import source_quotas
+
+    cfg = config.load(REPO / name).corpus
+    pos = cfg.positions_per_context
+    quotas = source_quotas(cfg, cfg.train_tokens // pos * pos, cfg.eval_tokens // pos * pos)
+    for src, quota in zip(cfg.sources, quotas):
+        have = builtin_token_counts[src.name]
+        assert quota["train"] + quota["eval"] <= have, (src.name, quota, have)
+
+
+@pytest.fixture(scope="module")
+def builtin_token_counts(tokenizer) -> dict[str, int]:
+    """Tokens (plus one separator per document) each built-in source can give."""
+    counts = {}
+    for name in BUILTIN_SOURCES:
+        src = corpus_params([{"kind": "builtin", "name": name, "weight": 1}]).sources[0]
+        texts = [d.text for d in iter_documents(src, 20, SkipCounter())]
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        counts[name] = sum(len(i) + 1 for i in ids)
+    return counts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -164,8 +165,8 @@ def test_mlflow_server_serves_the_stage_runs(snakemake_project: Path) -> None:
         tags = {t["key"]: t["value"] for t in run_["data"]["tags"]}
         assert len(tags["git_commit"]) >= 7 and tags["layer"] == "15"
         stages = get_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
-        assert {r["data"]["tags"][0]["value"] if False else next(t["value"] for t in r["data"]["tags"] if t["key"] == "stage")
-                for r in stages} == {"model", "corpus", "activations"}
+        stage_tags = {next(t["value"] for t in r["data"]["tags"] if t["key"] == "stage") for r in stages}
+        assert stage_tags == {"model", "corpus", "activations"}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -175,7 +176,7 @@ def test_mlflow_server_serves_the_stage_runs(snakemake_project: Path) -> None:
 
 
 def ran_stages(output: str) -> set[str]:
-    return set(__import__("re").findall(r"Running stage '([^']+)'", output))
+    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def test_dvc_repro_and_exp_run_rerun_only_affected_stages(tmp_path: Path) -> None:

@@ -107,3 +107,15 @@ def test_partial_configfile_is_refused(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "complete parameter file" in proc.stdout + proc.stderr or "required key is missing" in proc.stdout + proc.stderr
+
+
+def test_slurm_profile_plans_the_same_jobs_with_a_gpu_for_activations(tmp_path: Path) -> None:
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    proj = copy_project(tmp_path, params=None)
+    proc = subprocess.run([tool("snakemake"), "-n", "--profile", "workflow/profiles/slurm"], cwd=proj,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout + proc.stderr
+    block = text[text.index("rule activations:"):]
+    block = block[:block.index("\n\n")]
+    assert "gpu=1" in block and "mem_mb=32000" in block
