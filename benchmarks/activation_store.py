@@ -37,6 +37,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from roofline import load_line  # noqa: E402
+
 D_MODEL = 576
 RESULT = "RESULT "
 
@@ -109,7 +112,7 @@ def timed_pass(batches: Iterator[Any]) -> tuple[float, int]:
 
 
 def child(n_tokens: int, shard_rows: int, batch: int, tmp_root: str, cold: bool,
-          library_normalise: bool, read_repeats: int) -> dict[str, Any]:
+          read_repeats: int) -> dict[str, Any]:
     from saeatlas.activations import ActivationStore
 
     out: dict[str, Any] = {"tokens": n_tokens, "rss_base_mb": peak_rss_mb()}
@@ -121,17 +124,8 @@ def child(n_tokens: int, shard_rows: int, batch: int, tmp_root: str, cold: bool,
                    rss_after_write_mb=peak_rss_mb())
         store = ActivationStore.open(directory)
         assert store.n_tokens == n_tokens
-        # iter_sequential(normalise=True) currently segfaults: _to_tensor's ascontiguousarray
-        # returns the read-only memmap view itself for a batch lying inside one shard, and
-        # mul_ writes into it. Until that is fixed the pass takes raw rows and scales them out
-        # of place (the copy + scale the library intends); --library-normalise runs the
-        # library's own path.
-        if library_normalise:
-            sequential = lambda: store.iter_sequential(batch)  # noqa: E731
-        else:
-            sequential = lambda: (b * store.scale for b in store.iter_sequential(batch, normalise=False))  # noqa: E731
         for name, make in (("minibatches", lambda: store.minibatches(batch, seed=0)),
-                           ("sequential", sequential)):
+                           ("sequential", lambda: store.iter_sequential(batch))):
             times = []
             for _ in range(read_repeats):
                 if cold:
@@ -149,7 +143,7 @@ def child(n_tokens: int, shard_rows: int, batch: int, tmp_root: str, cold: bool,
 def run_child(n_tokens: int, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", str(n_tokens), "--shard-rows", str(args.shard_rows),
            "--batch", str(args.batch), "--tmp-dir", args.tmp_dir, "--read-repeats", str(args.read_repeats)]
-    cmd += ["--cold"] * args.cold + ["--library-normalise"] * args.library_normalise
+    cmd += ["--cold"] * args.cold
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"child for {n_tokens} tokens failed (exit status {proc.returncode}):\n{proc.stderr}")
@@ -167,17 +161,16 @@ def main() -> None:
                         help=f"where the temporary stores go (default {tempfile.gettempdir()})")
     parser.add_argument("--read-repeats", type=int, default=3,
                         help="passes per read path; the median is reported (default 3)")
-    parser.add_argument("--cold", action="store_true", help="evict the store from the page cache before each read pass")
-    parser.add_argument("--library-normalise", action="store_true",
-                        help="sequential pass with iter_sequential(normalise=True) (segfaults as of writing)")
+    parser.add_argument("--cold", action="store_true",
+                        help="evict the store from the page cache before each read pass")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        result = child(args.child, args.shard_rows, args.batch, args.tmp_dir, args.cold,
-                       args.library_normalise, args.read_repeats)
+        result = child(args.child, args.shard_rows, args.batch, args.tmp_dir, args.cold, args.read_repeats)
         print(RESULT + json.dumps(result))
         return
 
+    print(load_line())
     print(f"d_model {D_MODEL}, float32, {args.shard_rows} rows/shard, read batch {args.batch} "
           f"(median of {args.read_repeats} passes), "
           f"reads {'cold (evicted)' if args.cold else 'warm (page cache)'}, tmp {args.tmp_dir}")

@@ -25,13 +25,14 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from roofline import measure_roofline  # noqa: E402
+from roofline import load_line, measure_roofline  # noqa: E402
 
 from saeatlas.lm import MODEL_INFO, LanguageModel, load_model, prepare_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 STAGE_MODEL_DIR = REPO / "results" / "models" / "smollm2-135m-instruct"
-CACHE_MODEL_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "saeatlas-bench" / "smollm2-135m-instruct"
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+CACHE_MODEL_DIR = CACHE_DIR / "saeatlas-bench" / "smollm2-135m-instruct"
 
 
 def find_or_convert(model_dir: Path | None) -> Path:
@@ -106,6 +107,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    print(load_line())
     model_dir = find_or_convert(args.model_dir)
     t0 = time.perf_counter()
     lm = load_model(model_dir, dtype=args.dtype, device=args.device)
@@ -143,7 +145,8 @@ def main() -> None:
     gflops = flops / sec / 1e9
     ratio = statistics.median(flops / t / 1e9 / r for t, r in zip(times, rooflines))
     print(f"blocks 0..{args.layer}, batch {args.batch} x context {args.context} = {tokens} tokens/forward")
-    print(f"forward s: median {sec:.3f}  min {min(times):.3f}  max {max(times):.3f}  ({args.repeats} repeats)")
+    print(f"forward s: median {sec:.3f}  min {min(times):.3f}  max {max(times):.3f}  "
+          f"({args.repeats} repeats)")
     print(f"flops_per_token: {flops / tokens / 1e6:.2f} MFLOP")
     print(f"tokens_per_s: {tokens / sec:.0f}")
     print(f"achieved_gflops: {gflops:.1f}")

@@ -15,9 +15,11 @@ repeat counts 2*n^3 FLOPs. The reported roofline is the median GFLOP/s of the be
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
+import psutil
 import torch
 
 DEFAULT_SIZES: tuple[int, ...] = (1024, 2048, 3072)
@@ -38,6 +40,21 @@ def matmul_gflops(n: int, seconds: float, min_repeats: int = 3) -> list[float]:
         dt = time.perf_counter() - t0
         rates.append(2.0 * n**3 / dt / 1e9)
     return rates
+
+
+def busy_cores(interval: float = 1.0) -> float:
+    """CPU cores kept busy by other processes while this one sleeps for ``interval`` seconds.
+
+    The machine has 2 cores; anything else running (tests, a pipeline) competes with torch's
+    threads and can slow a forward by 3x, so the scripts print this before measuring.
+    """
+    return psutil.cpu_percent(interval=interval) / 100 * (os.cpu_count() or 1)
+
+
+def load_line() -> str:
+    busy = busy_cores()
+    warn = "  WARNING: other processes are using the CPU; timings will be low and noisy" if busy > 0.2 else ""
+    return f"busy_cores_before_start: {busy:.2f}{warn}"
 
 
 def measure_roofline(seconds: float = 3.0, sizes: tuple[int, ...] = DEFAULT_SIZES,
@@ -63,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(load_line())
     print(f"torch {torch.__version__}, threads: {torch.get_num_threads()}")
     value = measure_roofline(args.seconds, tuple(args.sizes), verbose=True)
     print(f"roofline_gflops: {value:.1f}")

@@ -124,7 +124,8 @@ class StoreWriter:
             os.fsync(fh.fileno())
         tmp.replace(path)
         fsync_dir(self.dir)
-        sum_sq = float(np.square(rows, dtype=np.float64).sum())
+        # float64 accumulation, exact enough that the scale does not depend on shard boundaries.
+        sum_sq = float(np.einsum("ij,ij->", rows, rows, dtype=np.float64))
         self.shards.append({"file": path.name, "rows": int(rows.shape[0]),
                             "sha256": sha256_file(path), "sum_sq_norm": sum_sq})
         self._save_manifest(complete=False)
@@ -340,7 +341,7 @@ class ActivationStore:
             n_full = pool.shape[0] // batch_size
             for b in range(n_full):
                 yield self._to_tensor(pool[b * batch_size:(b + 1) * batch_size], normalise, device)
-            carry = pool[n_full * batch_size:]
+            carry = pool[n_full * batch_size:].copy()  # a view would pin the whole pool
 
 
 def store_path(results: Path, model_name: str, layer: int) -> Path:
