@@ -134,7 +134,7 @@ def main() -> None:
         if lm.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-        rooflines.append(measure_roofline(args.roofline_seconds / args.repeats))
+        rooflines.append(measure_roofline(args.roofline_seconds / args.repeats, device=lm.device))
     for h in handles:
         h.remove()
     called = sum(counts.values())

