@@ -22,7 +22,9 @@ from conftest import copy_project, run_cli
 D = 8
 
 
-def synthetic_store(path: Path, shard_rows: list[int], seed: int = 0, fingerprint: str = "f") -> np.ndarray:
+def synthetic_store(path: Path, shard_rows: list[int], seed: int = 0, fingerprint: str = "f",
+                    outlier_factor: float = 1e9, massive: tuple[int, ...] = ()) -> np.ndarray:
+    """Rows of Gaussian noise whose first coordinate is the row id; rows in ``massive`` x 1000."""
     rng = np.random.default_rng(seed)
     header = {"format": FORMAT, "fingerprint": fingerprint, "d_model": D, "dtype": "float32"}
     writer = StoreWriter(path, header)
@@ -30,11 +32,16 @@ def synthetic_store(path: Path, shard_rows: list[int], seed: int = 0, fingerprin
     for i, n in enumerate(shard_rows):
         block = (rng.standard_normal((n, D)) * 3 + np.arange(sum(shard_rows[:i]), sum(shard_rows[:i + 1]))[:, None]).astype(np.float32)
         block[:, 0] = np.arange(sum(shard_rows[:i]), sum(shard_rows[:i + 1]))  # row id, to track rows
+        for r in massive:
+            if sum(shard_rows[:i]) <= r < sum(shard_rows[:i + 1]):
+                block[r - sum(shard_rows[:i]), 1:] *= 1000
         writer.write_shard(i, block)
         rows.append(block)
     n = sum(shard_rows)
     ids = np.arange(n, dtype=np.int32)
-    writer.finish(n, D, writer.write_index("tokens.npy", ids, 7), writer.write_index("doc_ids.npy", ids // 3, 7))
+    files = {"tokens.npy": writer.write_column("tokens.npy", np.int32, n, iter([ids[:7], ids[7:]])),
+             "doc_ids.npy": writer.write_column("doc_ids.npy", np.int32, n, iter([ids // 3]))}
+    writer.finish(D, outlier_factor, files)
     return np.concatenate(rows)
 
 
@@ -44,11 +51,26 @@ def test_manifest_lists_checksummed_shards_and_exact_scale(tmp_path: Path) -> No
     assert store.n_tokens == 123 and store.n_shards == 3 and store.d_model == D
     assert [s["rows"] for s in store.manifest["shards"]] == [50, 50, 23]
     mean_sq = float(np.mean(np.sum(data.astype(np.float64) ** 2, axis=1)))
-    assert store.manifest["normalisation"]["mean_sq_norm"] == pytest.approx(mean_sq, rel=1e-12)
+    assert store.manifest["normalisation"]["mean_sq_norm"] == pytest.approx(mean_sq, rel=1e-6)  # from float32 norms
     normed = np.concatenate([b.numpy() for b in store.iter_sequential(40)])
     np.testing.assert_allclose(normed[:, 0] / store.scale, data[:, 0], rtol=1e-6)  # stored order kept
     assert np.mean(np.sum(normed.astype(np.float64) ** 2, axis=1)) == pytest.approx(D, rel=1e-5)
     np.testing.assert_array_equal(store.tokens(), np.arange(123))
+
+
+def test_massive_activations_are_flagged_and_do_not_set_the_scale(tmp_path: Path) -> None:
+    massive = (3, 50, 99)
+    data = synthetic_store(tmp_path / "s", [40, 40, 40], outlier_factor=10, massive=massive)
+    store = ActivationStore.open(tmp_path / "s", verify=True)
+    norm = store.manifest["normalisation"]
+    mask = store.ordinary_mask()
+    assert norm["outlier_rows"] == 3 and set(np.flatnonzero(~mask)) == set(massive)
+    assert norm["outlier_share_of_sum_sq_norm"] > 0.99
+    np.testing.assert_allclose(store.norms(), np.linalg.norm(data, axis=1), rtol=1e-6)
+    ordinary = data[mask].astype(np.float64) * store.scale
+    assert np.mean(np.sum(ordinary ** 2, axis=1)) == pytest.approx(D, rel=1e-6)
+    # Without the guard the outliers would set the scale and shrink ordinary rows ~1000-fold.
+    assert norm["mean_sq_norm_all_rows"] > 1000 * norm["mean_sq_norm"]
 
 
 def test_minibatches_shuffle_every_row_once_per_epoch_and_repeat_by_seed(tmp_path: Path) -> None:
@@ -77,7 +99,7 @@ def test_corruption_and_incompleteness_are_detected(tmp_path: Path) -> None:
     shard.unlink()
     with pytest.raises(StoreError, match="listed in the manifest but missing"):
         ActivationStore.open(tmp_path / "s")
-    writer = StoreWriter(tmp_path / "p", {"format": FORMAT, "fingerprint": "x"})
+    writer = StoreWriter(tmp_path / "p", {"format": FORMAT, "fingerprint": "x"})  # never finished
     writer.write_shard(0, np.ones((3, D), np.float32))
     with pytest.raises(StoreError, match="incomplete"):
         ActivationStore.open(tmp_path / "p")

@@ -7,6 +7,7 @@ Layout of one store (one layer, one split)::
     shard-00000.npy ...  float32/float16 [rows, d_model], rows = contexts x positions (BOS excluded)
     tokens.npy           int32 [n_tokens]: the token id at each row
     doc_ids.npy          int32 [n_tokens]: the corpus document each row's token came from
+    norms.npy            float32 [n_tokens]: ||x|| of each row (flags massive activations)
 
 The stage writes ``results/activations/<model>/layer<L>/{train,eval}/``. While it runs, the
 stores live in ``layer<L>.partial/``: each shard is written to a temporary file, fsync'd,
@@ -18,9 +19,11 @@ timestamps). When both splits are complete the directory is renamed into place, 
 Snakemake nor DVC, which delete a stage's outputs before running it, can destroy the partial
 work.
 
-Activations are stored raw. The manifest's ``normalisation.scale`` = sqrt(d / E||x||^2), with
-the expectation over every stored row (accumulated exactly, per shard, in float64), so that
-``scale * x`` has E||x||^2 = d (the convention of ARCHITECTURE.md); readers apply it.
+Activations are stored raw, with ``norms.npy`` (||x|| per row). The manifest's
+``normalisation.scale`` = sqrt(d / E||x||^2), the expectation taken in float64 over the
+*ordinary* rows (norm <= ``activations.outlier_factor`` x median norm; see ``finish``), so that
+``scale * x`` has E||x||^2 = d on ordinary tokens (the convention of ARCHITECTURE.md); readers
+apply it.
 """
 
 from __future__ import annotations
@@ -130,13 +133,17 @@ class StoreWriter:
                             "sha256": sha256_file(path), "sum_sq_norm": sum_sq})
         self._save_manifest(complete=False)
 
-    def write_index(self, name: str, values: np.ndarray, chunk_rows: int) -> str:
-        """Write a 1-D int32 array chunk by chunk (bounded memory) and return its sha256."""
+    def write_column(self, name: str, dtype: Any, n_rows: int, chunks: Iterator[np.ndarray]) -> str:
+        """Write a 1-D per-row array chunk by chunk (bounded memory); return its sha256."""
         path = self.dir / name
         tmp = path.with_name(path.name + ".tmp")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=values.shape)
-        for start in range(0, values.shape[0], chunk_rows):
-            out[start:start + chunk_rows] = values[start:start + chunk_rows]
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_rows,))
+        start = 0
+        for chunk in chunks:
+            out[start:start + len(chunk)] = chunk
+            start += len(chunk)
+        if start != n_rows:
+            raise AssertionError(f"{name}: wrote {start} rows, expected {n_rows}")
         out.flush()
         del out
         with open(tmp, "rb+") as fh:
@@ -145,17 +152,44 @@ class StoreWriter:
         fsync_dir(self.dir)
         return sha256_file(path)
 
-    def finish(self, n_tokens: int, d_model: int, tokens_sha: str, doc_ids_sha: str) -> dict[str, Any]:
-        total = sum(s["rows"] for s in self.shards)
-        if total != n_tokens:
-            raise AssertionError(f"shards hold {total} rows, expected {n_tokens}")
-        mean_sq = sum(s["sum_sq_norm"] for s in self.shards) / n_tokens
+    def _shard_norms(self) -> Iterator[np.ndarray]:
+        for shard in self.shards:
+            rows = np.load(self.dir / shard["file"], mmap_mode="r")
+            yield np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64)).astype(np.float32)
+
+    def finish(self, d_model: int, outlier_factor: float, files: dict[str, str]) -> dict[str, Any]:
+        """Write ``norms.npy``, compute the normalisation scale, mark the store complete.
+
+        The scale is sqrt(d / E||x||^2) over *ordinary* rows: those whose norm is at most
+        ``outlier_factor`` x the median norm. Residual streams carry a few "massive
+        activations" (Sun et al. 2024), e.g. at separator tokens, whose squared norms can
+        outweigh every other row together (seen here: 0.6% of rows, 97% of the sum); a scale
+        set by them would shrink ordinary tokens to a few percent of E||x||^2 = d. Those rows
+        stay in the store; ``ActivationStore.ordinary_mask()`` tells them apart.
+        """
+        n_rows = sum(s["rows"] for s in self.shards)
+        files = {**files, "norms.npy": self.write_column("norms.npy", np.float32, n_rows, self._shard_norms())}
+        norms = np.load(self.dir / "norms.npy", mmap_mode="r")
+        median = float(np.median(norms))
+        sq = np.square(norms, dtype=np.float64)
+        ordinary = norms <= outlier_factor * median
+        mean_sq = float(sq[ordinary].mean())
         return self._save_manifest(
             complete=True,
-            n_tokens=n_tokens,
-            normalisation={"target": "E||scale*x||^2 = d_model", "mean_sq_norm": mean_sq,
-                           "scale": math.sqrt(d_model / mean_sq)},
-            files={"tokens.npy": tokens_sha, "doc_ids.npy": doc_ids_sha},
+            n_tokens=n_rows,
+            normalisation={
+                "target": "E||scale*x||^2 = d_model over ordinary rows",
+                "ordinary_rows": f"||x|| <= outlier_factor * median ||x||",
+                "outlier_factor": outlier_factor,
+                "median_norm": median,
+                "max_norm": float(norms.max()),
+                "outlier_rows": int((~ordinary).sum()),
+                "outlier_share_of_sum_sq_norm": float(sq[~ordinary].sum() / sq.sum()),
+                "mean_sq_norm": mean_sq,
+                "mean_sq_norm_all_rows": float(sq.mean()),
+                "scale": math.sqrt(d_model / mean_sq),
+            },
+            files=files,
         )
 
 
@@ -215,10 +249,13 @@ def write_store(
             bar.update((b1 - b0) * positions)
         writer.write_shard(s, rows)
     bar.close()
-    chunk = cfg.shard_contexts * positions
-    tokens_sha = writer.write_index("tokens.npy", _RowView(contexts, bos_excluded), chunk)
-    doc_ids_sha = writer.write_index("doc_ids.npy", _RowView(split.doc_ids, bos_excluded), chunk)
-    return writer.finish(n_ctx * positions, lm.d_model, tokens_sha, doc_ids_sha)
+    n_rows, chunk = n_ctx * positions, cfg.shard_contexts * positions
+    files = {}
+    for name, array in (("tokens.npy", contexts), ("doc_ids.npy", split.doc_ids)):
+        view = _RowView(array, bos_excluded)
+        files[name] = writer.write_column(name, np.int32, n_rows,
+                                          (view[s:s + chunk] for s in range(0, n_rows, chunk)))
+    return writer.finish(lm.d_model, cfg.outlier_factor, files)
 
 
 def publish(partial: Path, final: Path) -> None:
@@ -292,6 +329,15 @@ class ActivationStore:
 
     def doc_ids(self) -> np.ndarray:
         return np.load(self.path / "doc_ids.npy", mmap_mode="r")
+
+    def norms(self) -> np.ndarray:
+        """||x|| of every stored (raw) row, float32."""
+        return np.load(self.path / "norms.npy", mmap_mode="r")
+
+    def ordinary_mask(self) -> np.ndarray:
+        """True for rows that set the scale; False for massive-activation outliers."""
+        norm = self.manifest["normalisation"]
+        return np.asarray(self.norms()) <= norm["outlier_factor"] * norm["median_norm"]
 
     def _to_tensor(self, rows: np.ndarray, normalise: bool, device: str | torch.device) -> torch.Tensor:
         # np.array copies: the rows may be a read-only memmap, which must never be written.

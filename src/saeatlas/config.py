@@ -89,6 +89,7 @@ class ActivationParams:
     batch_contexts: int
     shard_contexts: int
     dtype: str
+    outlier_factor: float
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,15 @@ def run_activations(params: Params, layer: int, device: str = "auto") -> dict[st
             seconds += time.perf_counter() - t0
             metrics[f"{split}.tokens"] = manifest["n_tokens"]
             metrics[f"{split}.shards"] = len(manifest["shards"])
-            metrics[f"{split}.mean_sq_norm"] = manifest["normalisation"]["mean_sq_norm"]
-            metrics[f"{split}.scale"] = manifest["normalisation"]["scale"]
+            norm = manifest["normalisation"]
+            for key in ("scale", "mean_sq_norm", "median_norm", "max_norm", "outlier_rows",
+                        "outlier_share_of_sum_sq_norm"):
+                metrics[f"{split}.{key}"] = norm[key]
+            if norm["outlier_rows"]:
+                log.warning("%s: %d rows (%.2f%%) have norms > %g x the median and carry %.0f%% of "
+                            "sum ||x||^2; they are flagged (norms.npy) and do not set the scale",
+                            split, norm["outlier_rows"], 100 * norm["outlier_rows"] / manifest["n_tokens"],
+                            norm["outlier_factor"], 100 * norm["outlier_share_of_sum_sq_norm"])
         publish(partial, final)
         ActivationStore.open(final / "train")  # re-read what was published: manifest and files agree
         metrics["d_model"] = lm.d_model
