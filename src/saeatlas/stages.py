@@ -60,6 +60,8 @@ def run_corpus(params: Params, device: str = "auto") -> dict[str, Any]:
 def run_activations(params: Params, layer: int, device: str = "auto") -> dict[str, Any]:
     from saeatlas.activations import ActivationStore, fingerprint, publish, write_store
     from saeatlas.corpus import SPLITS, CorpusSplit
+    import torch
+
     from saeatlas.lm import load_model
 
     if layer not in params.model.layers:
@@ -71,6 +73,8 @@ def run_activations(params: Params, layer: int, device: str = "auto") -> dict[st
     with stage_run("activations", params, RESULTS, {"layer": layer}) as run:
         lm = load_model(_model_dir(params), params.model.dtype, device)
         lm.check_layer(layer)
+        log.info("layer %d on %s, %s, %d torch threads", layer, lm.device, params.model.dtype,
+                 torch.get_num_threads())
         metrics: dict[str, Any] = {}
         seconds = 0.0
         for split in SPLITS:

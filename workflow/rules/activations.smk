@@ -10,6 +10,9 @@ rule activations:
         "../../environment.yml"
     params:
         tracked=stage_params("activations"),
+    # Snakemake sets OMP_NUM_THREADS to a job's threads (1 by default), which would halve the
+    # LM forward on 2 cores: give this job every core it may use.
+    threads: workflow.cores
     resources:
         gpu=1,  # unconstrained locally unless --resources gpu=N is given; the SLURM executor requests it
     wildcard_constraints:
