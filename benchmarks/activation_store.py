@@ -10,8 +10,8 @@ smaller store means memory is flat.
 Per size, in a temporary directory, on synthetic float32 activations (d = 576) generated
 shard by shard (never all in RAM):
 - write: ``StoreWriter.write_shard`` for every shard (np.save, fsync, rename, sha256, sum of
-  squares, manifest rewrite, as the library does), then the tokens/doc_ids indexes and
-  ``finish``; time spent generating the random rows is excluded;
+  squares, manifest rewrite, as the library does), then the tokens/doc_ids columns and
+  ``finish`` (norms.npy and the scale); time spent generating the random rows is excluded;
 - read: full passes of ``ActivationStore.minibatches(4096, seed=0)`` (shuffled, normalised)
   and of ``iter_sequential(4096)``, 3 each by default, the median reported. The files are
   still in the page cache (as right after the stage wrote them); ``--cold`` evicts them
@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -53,18 +53,6 @@ def label(n: int) -> str:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-class LazyIds:
-    """A 1-D int32 'array' computed slice by slice, for ``StoreWriter.write_index``."""
-
-    def __init__(self, n: int, fn: Callable[[np.ndarray], np.ndarray]):
-        self.shape = (n,)
-        self.fn = fn
-
-    def __getitem__(self, sl: slice) -> np.ndarray:
-        start, stop, _ = sl.indices(self.shape[0])
-        return self.fn(np.arange(start, stop, dtype=np.int64)).astype(np.int32)
 
 
 def evict(directory: Path) -> None:
@@ -97,9 +85,13 @@ def write_store(directory: Path, n_tokens: int, shard_rows: int) -> tuple[float,
         t_write += time.perf_counter() - t1
         del rows
     t0 = time.perf_counter()
-    tokens_sha = writer.write_index("tokens.npy", LazyIds(n_tokens, lambda i: i % 49152), shard_rows)
-    doc_sha = writer.write_index("doc_ids.npy", LazyIds(n_tokens, lambda i: i // 1000), shard_rows)
-    writer.finish(n_tokens, D_MODEL, tokens_sha, doc_sha)
+    starts = range(0, n_tokens, shard_rows)
+    ids = lambda s: np.arange(s, min(s + shard_rows, n_tokens), dtype=np.int64)  # noqa: E731
+    files = {
+        "tokens.npy": writer.write_column("tokens.npy", np.int32, n_tokens, (ids(s) % 49152 for s in starts)),
+        "doc_ids.npy": writer.write_column("doc_ids.npy", np.int32, n_tokens, (ids(s) // 1000 for s in starts)),
+    }
+    writer.finish(D_MODEL, 10.0, files)  # also writes norms.npy: a second pass over the shards
     return t_write + time.perf_counter() - t0, t_gen
 
 

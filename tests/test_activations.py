@@ -71,6 +71,9 @@ def test_massive_activations_are_flagged_and_do_not_set_the_scale(tmp_path: Path
     assert np.mean(np.sum(ordinary ** 2, axis=1)) == pytest.approx(D, rel=1e-6)
     # Without the guard the outliers would set the scale and shrink ordinary rows ~1000-fold.
     assert norm["mean_sq_norm_all_rows"] > 1000 * norm["mean_sq_norm"]
+    kept = np.concatenate([b[:, 0].numpy() / store.scale for b in
+                           store.minibatches(1, seed=0, exclude_outliers=True)]).round().astype(int)
+    assert sorted(kept) == sorted(set(range(120)) - set(massive))
 
 
 def test_minibatches_shuffle_every_row_once_per_epoch_and_repeat_by_seed(tmp_path: Path) -> None:

@@ -181,3 +181,19 @@ def test_snakemake_refuses_bad_params_before_any_work(tmp_path: Path) -> None:
 def test_flatten_for_mlflow() -> None:
     flat = config.flatten({"a": {"b": 1, "c": [1, 2]}, "s": [{"k": "x"}]})
     assert flat == {"a.b": 1, "a.c": [1, 2], "s[0].k": "x"}
+
+
+def test_bad_device_fails_before_any_work(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "saeatlas", "activations", "--params", str(REPO / "params/smoke.yaml"),
+                           "--layer", "15", "--device", "tpu"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--device: 'tpu' is not a device" in lines[0]
+    assert not (tmp_path / "results").exists()
+
+
+def test_layer_not_in_params_is_refused(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "saeatlas", "activations", "--params", str(REPO / "params/smoke.yaml"),
+                           "--layer", "3"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--layer: 3 is not listed in model.layers [15]" in proc.stderr

@@ -100,13 +100,18 @@ def test_snakemake_lint_and_dvc_dag(tmp_path: Path) -> None:
         assert stage in dag.stdout
 
 
-def test_partial_configfile_is_refused(tmp_path: Path) -> None:
+def test_partial_configfile_and_config_overrides_are_refused(tmp_path: Path) -> None:
+    """The stages read one parameter file; Snakemake must not silently see something else."""
     proj = copy_project(tmp_path, params=None)
     (proj / "partial.yaml").write_text("sae:\n  k: 8\n")
-    proc = subprocess.run([tool("snakemake"), "-n", "--configfile", "partial.yaml"], cwd=proj,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "complete parameter file" in proc.stdout + proc.stderr or "required key is missing" in proc.stdout + proc.stderr
+    partial = subprocess.run([tool("snakemake"), "-n", "--configfile", "partial.yaml"], cwd=proj,
+                             capture_output=True, text=True, timeout=300)
+    assert partial.returncode != 0
+    assert "partial.yaml: 5 problems: study: required key is missing" in partial.stdout + partial.stderr
+    override = subprocess.run([tool("snakemake"), "-n", "--config", "sae={'k': 8}"], cwd=proj,
+                              capture_output=True, text=True, timeout=300)
+    assert override.returncode != 0
+    assert "give a complete parameter file" in override.stdout + override.stderr
 
 
 def test_slurm_profile_plans_the_same_jobs_with_a_gpu_for_activations(tmp_path: Path) -> None:
@@ -118,4 +123,4 @@ def test_slurm_profile_plans_the_same_jobs_with_a_gpu_for_activations(tmp_path: 
     text = proc.stdout + proc.stderr
     block = text[text.index("rule activations:"):]
     block = block[:block.index("\n\n")]
-    assert "gpu=1" in block and "mem_mb=32000" in block
+    assert "gpu=1" in block and "mem_mb=32000" in block and "cpus_per_task=8" in block

@@ -2,7 +2,7 @@
 
 Layout of one store (one layer, one split)::
 
-    manifest.json        shapes, dtype, per-shard sha256 and sum of squared norms,
+    manifest.json        shapes, dtype, per-shard sha256 (and sum of squared norms, a check),
                          normalisation scale, the fingerprint of what produced it
     shard-00000.npy ...  float32/float16 [rows, d_model], rows = contexts x positions (BOS excluded)
     tokens.npy           int32 [n_tokens]: the token id at each row
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "saeatlas.activations/1"
 MANIFEST = "manifest.json"
+MEDIAN_SAMPLE = 1 << 20  # rows: the median norm is exact below this, sampled above
 NP_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
@@ -170,10 +171,26 @@ class StoreWriter:
         n_rows = sum(s["rows"] for s in self.shards)
         files = {**files, "norms.npy": self.write_column("norms.npy", np.float32, n_rows, self._shard_norms())}
         norms = np.load(self.dir / "norms.npy", mmap_mode="r")
-        median = float(np.median(norms))
-        sq = np.square(norms, dtype=np.float64)
-        ordinary = norms <= outlier_factor * median
-        mean_sq = float(sq[ordinary].mean())
+        # Memory stays bounded as the store grows: the median comes from a fixed-size, seeded
+        # sample of rows (exact up to MEDIAN_SAMPLE rows), the sums from chunked passes.
+        if n_rows <= MEDIAN_SAMPLE:
+            median = float(np.median(norms))
+        else:
+            idx = np.sort(np.random.default_rng(0).choice(n_rows, MEDIAN_SAMPLE, replace=False))
+            median = float(np.median(norms[idx]))
+        limit = outlier_factor * median
+        sum_sq = ordinary_sq = 0.0
+        n_ordinary = 0
+        max_norm = 0.0
+        for start in range(0, n_rows, MEDIAN_SAMPLE):
+            chunk = np.asarray(norms[start:start + MEDIAN_SAMPLE], dtype=np.float64)
+            sq = chunk * chunk
+            keep = chunk <= limit
+            sum_sq += float(sq.sum())
+            ordinary_sq += float(sq[keep].sum())
+            n_ordinary += int(keep.sum())
+            max_norm = max(max_norm, float(chunk.max()))
+        mean_sq = ordinary_sq / n_ordinary
         return self._save_manifest(
             complete=True,
             n_tokens=n_rows,
@@ -182,11 +199,11 @@ class StoreWriter:
                 "ordinary_rows": f"||x|| <= outlier_factor * median ||x||",
                 "outlier_factor": outlier_factor,
                 "median_norm": median,
-                "max_norm": float(norms.max()),
-                "outlier_rows": int((~ordinary).sum()),
-                "outlier_share_of_sum_sq_norm": float(sq[~ordinary].sum() / sq.sum()),
+                "max_norm": max_norm,
+                "outlier_rows": n_rows - n_ordinary,
+                "outlier_share_of_sum_sq_norm": (sum_sq - ordinary_sq) / sum_sq,
                 "mean_sq_norm": mean_sq,
-                "mean_sq_norm_all_rows": float(sq.mean()),
+                "mean_sq_norm_all_rows": sum_sq / n_rows,
                 "scale": math.sqrt(d_model / mean_sq),
             },
             files=files,
@@ -339,6 +356,14 @@ class ActivationStore:
         norm = self.manifest["normalisation"]
         return np.asarray(self.norms()) <= norm["outlier_factor"] * norm["median_norm"]
 
+    def _rows(self, shard: int, exclude_outliers: bool) -> np.ndarray:
+        rows = np.asarray(self.shard(shard), dtype=np.float32)
+        if not exclude_outliers:
+            return rows
+        norm = self.manifest["normalisation"]
+        keep = np.linalg.norm(rows, axis=1) <= norm["outlier_factor"] * norm["median_norm"]
+        return rows[keep]
+
     def _to_tensor(self, rows: np.ndarray, normalise: bool, device: str | torch.device) -> torch.Tensor:
         # np.array copies: the rows may be a read-only memmap, which must never be written.
         out = torch.from_numpy(np.array(rows, dtype=np.float32))
@@ -369,27 +394,25 @@ class ActivationStore:
             yield self._to_tensor(carry, normalise, device)
 
     def minibatches(self, batch_size: int, seed: int, epoch: int = 0, buffer_shards: int = 4,
-                    normalise: bool = True, device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+                    normalise: bool = True, device: str | torch.device = "cpu",
+                    exclude_outliers: bool = False) -> Iterator[torch.Tensor]:
         """Shuffled minibatches with memory bounded by ``buffer_shards`` shards.
 
         Shards are visited in a seeded random order, ``buffer_shards`` at a time; the rows of
         each group are shuffled together. Rows left over at the end of a group (fewer than
         ``batch_size``) carry over into the next, so one epoch uses every row except at most
         ``batch_size - 1`` at the very end. The order depends only on (seed, epoch).
+        ``exclude_outliers`` leaves out the massive-activation rows (see ``ordinary_mask``).
         """
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(self.n_shards)
         carry = np.empty((0, self.d_model), dtype=np.float32)
         for g in range(0, len(order), buffer_shards):
-            group = [np.asarray(self.shard(int(i)), dtype=np.float32) for i in order[g:g + buffer_shards]]
+            group = [self._rows(int(i), exclude_outliers) for i in order[g:g + buffer_shards]]
             pool = np.concatenate([carry, *group])
             pool = pool[rng.permutation(pool.shape[0])]
             n_full = pool.shape[0] // batch_size
             for b in range(n_full):
                 yield self._to_tensor(pool[b * batch_size:(b + 1) * batch_size], normalise, device)
             carry = pool[n_full * batch_size:].copy()  # a view would pin the whole pool
-
-
-def store_path(results: Path, model_name: str, layer: int) -> Path:
-    return results / "activations" / model_name / f"layer{layer}"
 

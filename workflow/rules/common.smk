@@ -2,6 +2,7 @@
 # turn rows of the stage table (saeatlas.pipeline) into rule arguments.
 import os
 
+import yaml
 from snakemake.utils import validate
 
 from saeatlas import config as saeatlas_config
@@ -15,12 +16,13 @@ _cli_files = [os.path.relpath(f) for f in workflow.config_settings.configfiles]
 PARAMS = _cli_files[-1] if _cli_files else PARAMS_FILE
 # saeatlas.config first: its messages name the key path (e.g. "sae.sizes[2]: must be >= 64").
 _file_params = saeatlas_config.load(PARAMS)
+with open(PARAMS, encoding="utf-8") as _fh:
+    if dict(config) != yaml.safe_load(_fh):
+        raise ValueError(
+            f"the Snakemake config differs from {PARAMS}: give a complete parameter file with "
+            "--configfile (params/*.yaml) instead of --config overrides or partial files"
+        )
 validate(config, "../schemas/params.schema.yaml")
-if saeatlas_config.validate(dict(config), "snakemake config") != dict(_file_params.raw):
-    raise ValueError(
-        f"the Snakemake config differs from {PARAMS}: give a complete parameter file with "
-        "--configfile (params/*.yaml) instead of --config overrides or partial files"
-    )
 
 MODEL = config["model"]["name"]
 LAYERS = config["model"]["layers"]

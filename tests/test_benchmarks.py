@@ -1,0 +1,39 @@
+"""The benchmark scripts run and print their ratios (tiny sizes; no timing is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def bench(name: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def test_roofline_prints_gflops() -> None:
+    out = bench("roofline.py", "--seconds", "0.2", "--sizes", "256")
+    assert float(out.split("roofline_gflops:")[1].split()[0]) > 0
+
+
+def test_lm_forward_prints_its_fraction_and_never_runs_layers_above(model_dir: Path) -> None:
+    out = bench("lm_forward.py", "--model-dir", str(model_dir), "--batch", "1", "--context", "16",
+                "--repeats", "1", "--roofline-seconds", "0.2")
+    assert "blocks_above_L_called: 0" in out
+    assert float(out.split("lm_forward_fraction_of_roofline:")[1].split()[0]) > 0
+
+
+def test_activation_store_prints_throughput_and_rss_ratio() -> None:
+    out = bench("activation_store.py", "--tokens", "3000", "6000", "--shard-rows", "1024", "--read-repeats", "1")
+    ratio = [line for line in out.splitlines() if line.startswith("rss_ratio_")]
+    assert len(ratio) == 1 and float(ratio[0].split(":")[1]) > 0
+    assert "write_mb_s_" in out and "read_minibatches_mb_s_" in out
