@@ -60,10 +60,10 @@ def run_corpus(params: Params) -> dict[str, Any]:
 
 
 def run_activations(params: Params, layer: int, device: str = "auto") -> dict[str, Any]:
-    from saeatlas.activations import ActivationStore, fingerprint, publish, write_store
-    from saeatlas.corpus import SPLITS, CorpusSplit
     import torch
 
+    from saeatlas.activations import ActivationStore, fingerprint, publish, write_store
+    from saeatlas.corpus import SPLITS, CorpusSplit
     from saeatlas.lm import load_model
 
     if layer not in params.model.layers:
