@@ -2,8 +2,8 @@
 
 Layout of one store (one layer, one split)::
 
-    manifest.json        shapes, dtype, per-shard sha256 (and sum of squared norms, a check),
-                         normalisation scale, the fingerprint of what produced it
+    manifest.json        shapes, dtype, per-shard sha256, normalisation scale and norm
+                         statistics, the fingerprint of what produced it
     shard-00000.npy ...  float32/float16 [rows, d_model], rows = contexts x positions (BOS excluded)
     tokens.npy           int32 [n_tokens]: the token id at each row
     doc_ids.npy          int32 [n_tokens]: the corpus document each row's token came from
@@ -128,10 +128,7 @@ class StoreWriter:
             os.fsync(fh.fileno())
         tmp.replace(path)
         fsync_dir(self.dir)
-        # float64 accumulation, exact enough that the scale does not depend on shard boundaries.
-        sum_sq = float(np.einsum("ij,ij->", rows, rows, dtype=np.float64))
-        self.shards.append({"file": path.name, "rows": int(rows.shape[0]),
-                            "sha256": sha256_file(path), "sum_sq_norm": sum_sq})
+        self.shards.append({"file": path.name, "rows": int(rows.shape[0]), "sha256": sha256_file(path)})
         self._save_manifest(complete=False)
 
     def write_column(self, name: str, dtype: Any, n_rows: int, chunks: Iterator[np.ndarray]) -> str:
@@ -196,7 +193,7 @@ class StoreWriter:
             n_tokens=n_rows,
             normalisation={
                 "target": "E||scale*x||^2 = d_model over ordinary rows",
-                "ordinary_rows": f"||x|| <= outlier_factor * median ||x||",
+                "ordinary_rows": "||x|| <= outlier_factor * median ||x||",
                 "outlier_factor": outlier_factor,
                 "median_norm": median,
                 "max_norm": max_norm,
@@ -351,18 +348,17 @@ class ActivationStore:
         """||x|| of every stored (raw) row, float32."""
         return np.load(self.path / "norms.npy", mmap_mode="r")
 
-    def ordinary_mask(self) -> np.ndarray:
-        """True for rows that set the scale; False for massive-activation outliers."""
+    def ordinary_mask(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """True for rows (``start:stop``) that set the scale; False for massive-activation outliers."""
         norm = self.manifest["normalisation"]
-        return np.asarray(self.norms()) <= norm["outlier_factor"] * norm["median_norm"]
+        return np.asarray(self.norms()[start:stop]) <= norm["outlier_factor"] * norm["median_norm"]
 
     def _rows(self, shard: int, exclude_outliers: bool) -> np.ndarray:
         rows = np.asarray(self.shard(shard), dtype=np.float32)
         if not exclude_outliers:
             return rows
-        norm = self.manifest["normalisation"]
-        keep = np.linalg.norm(rows, axis=1) <= norm["outlier_factor"] * norm["median_norm"]
-        return rows[keep]
+        start = sum(s["rows"] for s in self.manifest["shards"][:shard])
+        return rows[self.ordinary_mask(start, start + rows.shape[0])]
 
     def _to_tensor(self, rows: np.ndarray, normalise: bool, device: str | torch.device) -> torch.Tensor:
         # np.array copies: the rows may be a read-only memmap, which must never be written.
