@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/activations.smk"
+include: "workflow/rules/sae.smk"
 
 
 rule all:

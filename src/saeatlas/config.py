@@ -100,6 +100,25 @@ class SAEParams:
     lr: float
     batch_size: int
     seed: int
+    lr_reference_size: int
+    epochs: int
+    warmup_steps: int
+    decay_fraction: float
+    auxk_k: int
+    auxk_alpha: float
+    dead_after_tokens: int
+    l1_coefficient: float
+    b_dec_init: str
+    checkpoint_every: int
+    exclude_outliers: bool
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    ce_contexts: int
+    batch_contexts: int
+    batch_size: int
+    dense_threshold: float
 
 
 @dataclass(frozen=True)
@@ -114,6 +133,7 @@ class Params:
     corpus: CorpusParams
     activations: ActivationParams
     sae: SAEParams
+    evaluate: EvaluateParams
     tracking: TrackingParams
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     path: str = ""
@@ -239,6 +259,10 @@ def _semantic_errors(raw: Mapping[str, Any]) -> list[str]:
     k = raw["sae"]["k"]
     if sizes and k >= min(sizes):
         errs.append(f"sae.k: must be smaller than the smallest dictionary size {min(sizes)}, got {k}")
+    n_eval = raw["corpus"]["eval_tokens"] // raw["corpus"]["context_length"]
+    if raw["evaluate"]["ce_contexts"] > n_eval:
+        errs.append(f"evaluate.ce_contexts: the evaluation split has only {n_eval} contexts "
+                    f"(corpus.eval_tokens / corpus.context_length), got {raw['evaluate']['ce_contexts']}")
     return errs
 
 
@@ -292,13 +316,17 @@ def from_mapping(raw: Any, origin: str = "params") -> Params:
     model["layers"] = tuple(model["layers"])
     sae = dict(data["sae"])
     sae["sizes"] = tuple(sae["sizes"])
-    sae["lr"] = float(sae["lr"])
+    for key in ("lr", "decay_fraction", "auxk_alpha", "l1_coefficient"):
+        sae[key] = float(sae[key])
+    evaluate = dict(data["evaluate"])
+    evaluate["dense_threshold"] = float(evaluate["dense_threshold"])
     return Params(
         study=StudyParams(**data["study"]),
         model=ModelParams(**model),
         corpus=CorpusParams(sources=tuple(sources), **corpus),
         activations=ActivationParams(**data["activations"]),
         sae=SAEParams(**sae),
+        evaluate=EvaluateParams(**evaluate),
         tracking=TrackingParams(**data["tracking"]),
         raw=data,
         path=origin,

@@ -7,19 +7,23 @@ same stages, same commands, same inputs (upstream outputs + the stage's own code
 same params keys (Snakemake re-runs on them through ``params:``, DVC through ``params:``).
 
 Paths are templates: ``{model}`` is ``model.name`` from params.yaml; ``{layer}`` is a wildcard
-over ``model.layers`` (Snakemake wildcard, DVC ``foreach``).
+over ``model.layers`` and ``{size}`` one over ``sae.sizes`` (Snakemake wildcards, DVC ``matrix``).
 """
 
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
+from saeatlas.config import SAEParams
+
 PARAMS_FILE = "params.yaml"
+# Each wildcard and the params.yaml list it ranges over.
+WILDCARD_LISTS = {"layer": "model.layers", "size": "sae.sizes"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class Output:
     path: str
     directory: bool = False
     metric: bool = False
+    plot: dict[str, str] | None = None  # a CSV that `dvc plots` draws: {"x": column, "y": column}
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,8 @@ class Stage:
     code: tuple[str, ...]
     inputs: tuple[str, ...] = ()
     outputs: tuple[Output, ...] = ()
-    wildcard: str | None = None  # "layer": one job per entry of model.layers
-    uses_device: bool = False  # runs the LM: takes --device (CPU or CUDA)
+    wildcards: tuple[str, ...] = ()  # one job per combination, e.g. ("layer", "size")
+    uses_device: bool = False  # heavy torch work: takes --device (CPU or CUDA)
 
     def out(self, name: str, **values: Any) -> Path:
         for o in self.outputs:
@@ -48,18 +53,22 @@ class Stage:
         raise KeyError(f"stage {self.name!r} has no output {name!r}")
 
     def log_path(self) -> str:
-        suffix = f"-{self.wildcard}{{{self.wildcard}}}" if self.wildcard else ""
+        suffix = "".join(f"-{w}{{{w}}}" for w in self.wildcards)
         return f"results/logs/{self.name}{suffix}.log"
 
-    def command(self, log: str, params_file: str = PARAMS_FILE, wildcard_value: str = "") -> str:
-        """The CLI call both front-ends run (each passes its own spelling of the wildcard)."""
+    def command(self, log: str, params_file: str = PARAMS_FILE,
+                wildcard_values: Mapping[str, str] | None = None) -> str:
+        """The CLI call both front-ends run (each passes its own spelling of the wildcards)."""
         parts = ["python -m saeatlas", self.name, "--params", shlex.quote(params_file)]
-        if self.wildcard:
-            parts += [f"--{self.wildcard}", wildcard_value]
+        for w in self.wildcards:
+            parts += [f"--{w}", (wildcard_values or {})[w]]
         return " ".join(parts + ["--log-file", log])
 
 
 CODE = "src/saeatlas/"
+SAE_DIR = "results/saes/{model}/layer{layer}/n{size}"
+SAE_CODE = (CODE + "sae/model.py", CODE + "sae/sparse.py", CODE + "sae/io.py")
+SAE_TRAINING_PARAMS = tuple(f"sae.{f.name}" for f in fields(SAEParams) if f.name != "sizes")
 # Code every stage runs through (parameter handling, stage wiring, output writing).
 COMMON = (CODE + "config.py", CODE + "stages.py", CODE + "artifacts.py")
 
@@ -107,7 +116,42 @@ STAGES: tuple[Stage, ...] = (
             Output("store", "results/activations/{model}/layer{layer}", directory=True),
             Output("metrics", "results/activations/{model}/layer{layer}.metrics.json", metric=True),
         ),
-        wildcard="layer",
+        wildcards=("layer",),
+        uses_device=True,
+    ),
+    Stage(
+        name="train_sae",
+        help="Train one SAE (one dictionary size) on a layer's activation store (resumable).",
+        # every sae.* key but the list of sizes: adding a size must not retrain the others
+        params=SAE_TRAINING_PARAMS,
+        code=(*COMMON, *SAE_CODE, CODE + "sae/train.py", CODE + "activations.py", CODE + "tracking.py"),
+        inputs=("results/activations/{model}/layer{layer}",),
+        outputs=(
+            Output("weights", SAE_DIR + "/sae_weights.safetensors"),
+            Output("cfg", SAE_DIR + "/cfg.json"),
+            Output("curve", SAE_DIR + "/training_log.csv", plot={"x": "tokens", "y": "fvu"}),
+            Output("metrics", SAE_DIR + "/train_metrics.json", metric=True),
+        ),
+        wildcards=("layer", "size"),
+        uses_device=True,
+    ),
+    Stage(
+        name="evaluate",
+        help="Evaluate one SAE on held-out tokens: FVU, L0, dead/dense, density, spliced CE/KL.",
+        params=("evaluate", "model.dtype"),
+        code=(*COMMON, *SAE_CODE, CODE + "evaluate.py", CODE + "activations.py", CODE + "lm.py"),
+        inputs=(
+            SAE_DIR + "/sae_weights.safetensors",
+            SAE_DIR + "/cfg.json",
+            "results/activations/{model}/layer{layer}",
+            "results/models/{model}",
+            "results/corpus/eval_contexts.npy",
+        ),
+        outputs=(
+            Output("metrics", SAE_DIR + "/metrics.json", metric=True),
+            Output("density", SAE_DIR + "/density_histogram.csv", plot={"x": "log10_density", "y": "latents"}),
+        ),
+        wildcards=("layer", "size"),
         uses_device=True,
     ),
 )
@@ -120,27 +164,31 @@ STAGE = {s.name: s for s in STAGES}
 # --------------------------------------------------------------------------------------
 
 
-def _dvc_path(template: str, wildcard: str | None) -> str:
+def _dvc_path(template: str, wildcards: tuple[str, ...]) -> str:
     out = template.replace("{model}", "${model.name}")
-    if wildcard:
-        out = out.replace("{%s}" % wildcard, "${item}")
+    for w in wildcards:
+        out = out.replace("{%s}" % w, "${item.%s}" % w)
     return out
 
 
 def dvc_stage(stage: Stage) -> dict[str, Any]:
-    log = _dvc_path(stage.log_path(), stage.wildcard)
+    path = lambda template: _dvc_path(template, stage.wildcards)  # noqa: E731
+    log = path(stage.log_path())
     body: dict[str, Any] = {
-        "cmd": stage.command(log=log, wildcard_value="${item}"),
-        "deps": [*stage.code, *(_dvc_path(p, stage.wildcard) for p in stage.inputs)],
+        "cmd": stage.command(log=log, wildcard_values={w: "${item.%s}" % w for w in stage.wildcards}),
+        "deps": [*stage.code, *(path(p) for p in stage.inputs)],
         "params": list(stage.params),
-        "outs": [_dvc_path(o.path, stage.wildcard) for o in stage.outputs if not o.metric]
-        + [{log: {"cache": False}}],
+        "outs": [path(o.path) for o in stage.outputs if not (o.metric or o.plot)] + [{log: {"cache": False}}],
     }
-    metrics = [{_dvc_path(o.path, stage.wildcard): {"cache": False}} for o in stage.outputs if o.metric]
+    metrics = [{path(o.path): {"cache": False}} for o in stage.outputs if o.metric]
     if metrics:
         body["metrics"] = metrics
-    if stage.wildcard:
-        return {"foreach": "${model.%ss}" % stage.wildcard, "do": body}
+    plots = [{path(o.path): {"cache": False, **o.plot}} for o in stage.outputs if o.plot]
+    if plots:
+        body["plots"] = plots
+    if stage.wildcards:
+        # DVC names each job <stage>@<value>-<value> (e.g. train_sae@15-1152)
+        return {"matrix": {w: "${%s}" % WILDCARD_LISTS[w] for w in stage.wildcards}, **body}
     return body
 
 

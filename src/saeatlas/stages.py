@@ -113,3 +113,96 @@ def run_activations(params: Params, layer: int, device: str = "auto") -> dict[st
         total = metrics["train.tokens"] + metrics["eval.tokens"]
         run.log_metrics({**metrics, "seconds": seconds, "tokens_per_second": total / max(seconds, 1e-9)})
     return metrics
+
+
+def _check_wildcards(params: Params, layer: int, size: int | None = None) -> None:
+    if layer not in params.model.layers:
+        raise ParamsError(f"--layer: {layer} is not listed in model.layers {list(params.model.layers)}")
+    if size is not None and size not in params.sae.sizes:
+        raise ParamsError(f"--size: {size} is not listed in sae.sizes {list(params.sae.sizes)}")
+
+
+def _store_dir(params: Params, layer: int) -> Path:
+    return STAGE["activations"].out("store", model=params.model.name, layer=layer)
+
+
+def _sae_out(stage: str, name: str, params: Params, layer: int, size: int) -> Path:
+    return STAGE[stage].out(name, model=params.model.name, layer=layer, size=size)
+
+
+def run_train_sae(params: Params, layer: int, size: int, device: str = "auto") -> dict[str, Any]:
+    """Train the SAE of one dictionary size; export it in SAELens layout with its training curve."""
+    from saeatlas.activations import ActivationStore
+    from saeatlas.artifacts import write_csv_atomic
+    from saeatlas.lm import resolve_device
+    from saeatlas.sae.io import export_sae
+    from saeatlas.sae.train import CURVE_COLUMNS, TrainConfig, train_sae
+
+    _check_wildcards(params, layer, size)
+    weights = _sae_out("train_sae", "weights", params, layer, size)
+    out_dir = weights.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = ActivationStore.open(_store_dir(params, layer) / "train")
+    cfg = TrainConfig.from_params(params.sae, size)
+    checkpoint = out_dir / "checkpoint.pt"  # not an output: removed once the SAE is exported
+    with stage_run("train_sae", params, RESULTS, {"layer": layer, "size": size}, group={"layer": layer}) as run:
+        torch_device = resolve_device(device)
+        log.info("n=%d %s k=%d on %s: %d tokens x %d epoch(s), batch %d, lr %.3g (scaled from %.3g)",
+                 size, cfg.architecture, cfg.k, torch_device, store.n_tokens, cfg.epochs, cfg.batch_size,
+                 cfg.scaled_lr(), cfg.lr)
+
+        def on_log(row: dict[str, float]) -> None:
+            run.log_metrics({f"train.{k}": v for k, v in row.items() if k not in ("step", "tokens")},
+                            step=int(row["tokens"]))
+
+        result = train_sae(cfg, store, torch_device, checkpoint=checkpoint, on_log=on_log)
+        corpus = params.corpus
+        export_sae(result.sae, out_dir, store.scale, {
+            "model_name": params.model.name,
+            "model_source": params.model.source,
+            "hook_name": f"blocks.{layer}.hook_resid_post",  # TransformerLens name of the same point
+            "hf_hook_name": f"model.layers.{layer}",  # output of this HF decoder layer
+            "context_size": corpus.context_length,
+            "prepend_bos": corpus.prepend_bos,
+            "exclude_special_tokens": ["bos"],
+            "dataset_path": "saeatlas corpus (see params corpus.sources)",
+            "saeatlas_params_hash": params.hash(),
+        })
+        write_csv_atomic(_sae_out("train_sae", "curve", params, layer, size), result.rows, CURVE_COLUMNS)
+        metrics = {"n_latents": size, "k": cfg.k, "normalisation_scale": store.scale,
+                   **result.summary, "tokens_per_second": result.summary["tokens"] / max(result.summary["seconds"], 1e-9)}
+        write_metrics(_sae_out("train_sae", "metrics", params, layer, size), metrics)
+        run.log_metrics(metrics)
+        checkpoint.unlink(missing_ok=True)
+    return metrics
+
+
+def run_evaluate(params: Params, layer: int, size: int, device: str = "auto") -> dict[str, Any]:
+    """Evaluate the exported SAE of one size on the held-out split (see ``evaluate.py``)."""
+    from saeatlas.activations import ActivationStore
+    from saeatlas.artifacts import write_csv_atomic
+    from saeatlas.corpus import CorpusSplit
+    from saeatlas.evaluate import density_histogram, reconstruction_metrics, spliced_loss_metrics
+    from saeatlas.lm import load_model
+    from saeatlas.sae.io import load_sae
+
+    _check_wildcards(params, layer, size)
+    ev = params.evaluate
+    with stage_run("evaluate", params, RESULTS, {"layer": layer, "size": size}, group={"layer": layer}) as run:
+        lm = load_model(_model_dir(params), params.model.dtype, device)
+        sae, cfg = load_sae(_sae_out("train_sae", "weights", params, layer, size).parent, lm.device)
+        store = ActivationStore.open(_store_dir(params, layer) / "eval")
+        rec, counts = reconstruction_metrics(sae, store, ev.batch_size, ev.dense_threshold, lm.device)
+        norm = store.manifest["normalisation"]
+        contexts = CorpusSplit.open(STAGE["corpus"].out("manifest").parent, "eval").contexts[:ev.ce_contexts]
+        ce = spliced_loss_metrics(lm, sae, contexts, layer, norm["outlier_factor"] * norm["median_norm"],
+                                  ev.batch_contexts)
+        metrics = {"n_latents": size, "k": int(cfg.get("k", 0)), **rec, **ce}
+        write_metrics(_sae_out("evaluate", "metrics", params, layer, size), metrics)
+        write_csv_atomic(_sae_out("evaluate", "density", params, layer, size),
+                         density_histogram(counts, rec["eval_tokens"]), ("log10_density", "latents"))
+        run.log_metrics(metrics)
+        log.info("n=%d: FVU %.4f, L0 %.1f, dead %.3f, dense %.3f, CE recovered %.4f (delta CE %.4f, KL %.4f)",
+                 size, rec["fvu"], rec["l0"], rec["dead_fraction"], rec["dense_fraction"],
+                 ce["ce_loss_recovered"], ce["delta_ce"], ce["kl_sae"])
+    return metrics

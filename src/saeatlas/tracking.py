@@ -82,10 +82,27 @@ class StageRun:
                 self.client.log_batch(self.run_id, metrics=items[i:i + 500])
 
 
+def _parent_run_id(client: Any, exp_id: str, name: str, tags: Mapping[str, str]) -> str:
+    """The run that groups a stage's jobs (e.g. ``train_sae[layer=15]`` over all sizes) for this
+    parameter set: found by name and params hash, created on first use (under the file lock)."""
+    query = (f"tags.`saeatlas.group` = '{name}' and tags.params_hash = '{tags['params_hash']}' "
+             f"and tags.params_file = '{tags['params_file']}'")
+    found = client.search_runs([exp_id], filter_string=query, max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(exp_id, run_name=name, tags={**tags, "saeatlas.group": name})
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id
+
+
 @contextlib.contextmanager
-def stage_run(stage: str, params: Params, results: Path,
-              wildcards: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
-    """Open an MLflow run for one stage execution; mark it FAILED if the stage raises."""
+def stage_run(stage: str, params: Params, results: Path, wildcards: Mapping[str, Any] | None = None,
+              group: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
+    """Open an MLflow run for one stage execution; mark it FAILED if the stage raises.
+
+    With ``group`` (a subset of the wildcards, e.g. ``{"layer": 15}``) the run is a child of one
+    parent run per stage and group (``train_sae[layer=15]``), so the MLflow UI shows the sizes of
+    a layer together and can overlay their training curves."""
     wildcards = dict(wildcards or {})
     if not params.tracking.enabled:
         yield StageRun(None, None, results)
@@ -106,9 +123,12 @@ def stage_run(stage: str, params: Params, results: Path,
             exp_id = client.create_experiment(name, artifact_location=artifacts)
         else:
             exp_id = exp.experiment_id
-        tags = {"stage": stage, "git_commit": prov["git_commit"], "params_hash": prov["params_hash"],
-                "params_file": params.path, **{k: str(v) for k, v in wildcards.items()},
-                **{f"version.{k}": v for k, v in prov["versions"].items()}}
+        base = {"stage": stage, "git_commit": prov["git_commit"], "params_hash": prov["params_hash"],
+                "params_file": params.path, **{f"version.{k}": v for k, v in prov["versions"].items()}}
+        tags = {**base, **{k: str(v) for k, v in wildcards.items()}}
+        if group is not None:
+            parent_tags = {**base, **{k: str(v) for k, v in group.items()}}
+            tags["mlflow.parentRunId"] = _parent_run_id(client, exp_id, run_name(stage, group), parent_tags)
         run = client.create_run(exp_id, run_name=run_name(stage, wildcards), tags=tags)
         run_id = run.info.run_id
         flat = {**flatten(params.raw), **{f"wildcard.{k}": v for k, v in wildcards.items()}}

@@ -6,7 +6,7 @@ import yaml
 from snakemake.utils import validate
 
 from saeatlas import config as saeatlas_config
-from saeatlas.pipeline import STAGE, PARAMS_FILE
+from saeatlas.pipeline import STAGE, PARAMS_FILE, WILDCARD_LISTS
 
 
 # The stages read one complete parameter file: the last --configfile given, else params.yaml.
@@ -25,7 +25,8 @@ with open(PARAMS, encoding="utf-8") as _fh:
 validate(config, "../schemas/params.schema.yaml")
 
 MODEL = config["model"]["name"]
-LAYERS = config["model"]["layers"]
+# each wildcard of the stage table and the values it takes (pipeline.WILDCARD_LISTS)
+WILDCARD_VALUES = {w: _file_params.section(key) for w, key in WILDCARD_LISTS.items()}
 
 
 def _path(template):
@@ -47,7 +48,8 @@ def stage_log(name):
 
 def stage_shell(name):
     stage = STAGE[name]
-    return stage.command(log="{log}", params_file=PARAMS, wildcard_value="{wildcards.%s}" % stage.wildcard)
+    return stage.command(log="{log}", params_file=PARAMS,
+                         wildcard_values={w: "{wildcards.%s}" % w for w in stage.wildcards})
 
 
 def stage_params(name):
@@ -58,8 +60,8 @@ def stage_params(name):
 def stage_targets(name):
     stage = STAGE[name]
     paths = [_path(o.path) for o in stage.outputs]
-    if stage.wildcard == "layer":
-        return expand(paths, layer=LAYERS)
+    if stage.wildcards:
+        return expand(paths, **{w: WILDCARD_VALUES[w] for w in stage.wildcards})
     return paths
 
 

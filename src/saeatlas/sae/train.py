@@ -1,0 +1,260 @@
+"""The SAE training loop: streamed minibatches, Adam with warm-up and decay, width-scaled
+learning rate, unit-norm decoder, data-initialised ``b_dec``, AuxK for dead latents, and
+checkpoints that let a killed run resume to the same result.
+
+The loop only needs a *batch source*: anything with ``batches_per_epoch`` and ``minibatches``
+like ``activations.ActivationStore`` (memmapped shards, never loaded whole) or the in-memory
+``TensorSource`` the planted-dictionary tests use.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+from tqdm import tqdm
+
+from saeatlas.artifacts import write_bytes_atomic
+from saeatlas.sae.model import SAE, build
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    architecture: str = "topk"
+    n_latents: int = 1152
+    k: int = 32
+    lr: float = 2e-4
+    lr_reference_size: int = 16384
+    batch_size: int = 4096
+    epochs: int = 1
+    warmup_steps: int = 50
+    decay_fraction: float = 0.2
+    auxk_k: int = 256
+    auxk_alpha: float = 1 / 32
+    dead_after_tokens: int = 1_000_000
+    l1_coefficient: float = 5.0
+    b_dec_init: str = "geometric_median"
+    checkpoint_every: int = 100
+    exclude_outliers: bool = True
+    seed: int = 0
+    log_every: int = 10
+    renormalise_decoder: bool = True  # switched off only by the ablation tests
+
+    @classmethod
+    def from_params(cls, sae: Any, n_latents: int) -> "TrainConfig":
+        """From the validated ``sae`` section of params.yaml (``config.SAEParams``)."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in asdict(sae).items() if k in names}
+        return cls(**values, n_latents=n_latents)
+
+    def scaled_lr(self) -> float:
+        """Learning rate for this width: ``lr × (lr_reference_size / n_latents)^(1/2)``.
+
+        The n^(-1/2) rule is the fit of Gao et al. (2024, "Scaling and evaluating sparse
+        autoencoders", §3 and Fig. 12) that EleutherAI's sparsify adopts with 2e-4 at n = 2^14;
+        wider dictionaries need smaller steps, because each latent sees fewer tokens per step.
+        """
+        return self.lr * math.sqrt(self.lr_reference_size / self.n_latents)
+
+    def sae_options(self) -> dict[str, Any]:
+        if self.architecture == "topk":
+            return {"k": self.k, "auxk_k": self.auxk_k, "auxk_alpha": self.auxk_alpha}
+        if self.architecture == "relu":
+            return {"l1_coefficient": self.l1_coefficient}
+        return {}
+
+
+def lr_multiplier(step: int, total: int, warmup: int, decay_fraction: float) -> float:
+    """Linear warm-up over ``warmup`` steps, constant, then linear decay to 0 over the last
+    ``decay_fraction`` of the steps (the schedule of Anthropic's April 2024 update)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    decay_start = total * (1 - decay_fraction)
+    if decay_fraction > 0 and step >= decay_start:
+        return max(0.0, (total - step) / (total - decay_start))
+    return 1.0
+
+
+def geometric_median(x: torch.Tensor, iterations: int = 100, tol: float = 1e-6) -> torch.Tensor:
+    """Weiszfeld's algorithm: the point minimising Σ||x_i - m||; robust to the long tail of
+    activation norms, which is why Bricken et al. (2023) initialise ``b_dec`` with it."""
+    m = x.mean(0)
+    for _ in range(iterations):
+        w = 1.0 / (x - m).norm(dim=1).clamp_min(1e-8)
+        new = (w[:, None] * x).sum(0) / w.sum()
+        moved = float((new - m).norm())
+        m = new
+        if moved <= tol * max(float(m.norm()), 1.0):
+            break
+    return m
+
+
+class BatchSource(Protocol):
+    d_model: int
+
+    def batches_per_epoch(self, batch_size: int, exclude_outliers: bool = False) -> int: ...
+
+    def minibatches(self, batch_size: int, seed: int, epoch: int = 0, buffer_shards: int = 4,
+                    normalise: bool = True, device: str | torch.device = "cpu",
+                    exclude_outliers: bool = False, skip: int = 0) -> Iterator[torch.Tensor]: ...
+
+
+class TensorSource:
+    """An in-memory batch source (synthetic data in tests); same contract as the store."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+        self.d_model = x.shape[1]
+
+    def batches_per_epoch(self, batch_size: int, exclude_outliers: bool = False) -> int:
+        return self.x.shape[0] // batch_size
+
+    def minibatches(self, batch_size: int, seed: int, epoch: int = 0, buffer_shards: int = 4,
+                    normalise: bool = True, device: str | torch.device = "cpu",
+                    exclude_outliers: bool = False, skip: int = 0) -> Iterator[torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(self.x.shape[0], generator=gen)
+        for b in range(skip, self.batches_per_epoch(batch_size)):
+            yield self.x[order[b * batch_size:(b + 1) * batch_size]].to(device)
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs besides the weights and the optimiser."""
+
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    since_fired: torch.Tensor | None = None  # tokens since each latent last fired (AuxK's dead mask)
+    rows: list[dict[str, float]] | None = None  # the training curve so far
+
+
+@dataclass
+class TrainResult:
+    sae: SAE
+    rows: list[dict[str, float]]
+    summary: dict[str, float]
+
+
+CURVE_COLUMNS = ("step", "tokens", "epoch", "lr", "loss", "fvu", "aux", "l0", "dead_fraction", "seconds")
+
+
+def _save_checkpoint(path: Path, cfg: TrainConfig, sae: SAE, opt: torch.optim.Optimizer, state: TrainState) -> None:
+    buf = io.BytesIO()
+    torch.save({"config": asdict(cfg), "sae": sae.state_dict(), "optimizer": opt.state_dict(),
+                "step": state.step, "tokens": state.tokens, "seconds": state.seconds,
+                "since_fired": state.since_fired, "rows": state.rows}, buf)
+    write_bytes_atomic(path, buf.getvalue())  # tmp + fsync + rename: never a torn checkpoint
+
+
+def _load_checkpoint(path: Path, cfg: TrainConfig, sae: SAE, opt: torch.optim.Optimizer,
+                     device: torch.device) -> TrainState | None:
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    if ckpt["config"] != asdict(cfg):
+        log.warning("ignoring checkpoint %s: it was written with other training settings", path)
+        return None
+    sae.load_state_dict(ckpt["sae"])
+    opt.load_state_dict(ckpt["optimizer"])
+    log.info("resuming from %s at step %d (%d tokens)", path, ckpt["step"], ckpt["tokens"])
+    return TrainState(step=ckpt["step"], tokens=ckpt["tokens"], seconds=ckpt["seconds"],
+                      since_fired=ckpt["since_fired"].to(device), rows=list(ckpt["rows"]))
+
+
+def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device = "cpu",
+              checkpoint: Path | None = None, on_log: Callable[[dict[str, float]], None] | None = None,
+              progress: bool = True) -> TrainResult:
+    """Train one SAE; resumable from ``checkpoint`` (written every ``cfg.checkpoint_every`` steps)."""
+    device = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    sae = build(cfg.architecture, source.d_model, cfg.n_latents, **cfg.sae_options()).to(device)
+    lr = cfg.scaled_lr()
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    per_epoch = source.batches_per_epoch(cfg.batch_size, cfg.exclude_outliers)
+    total = per_epoch * cfg.epochs
+    if total == 0:
+        raise ValueError(f"the activation store has fewer rows than one batch ({cfg.batch_size})")
+
+    state = _load_checkpoint(checkpoint, cfg, sae, opt, device) if checkpoint else None
+    if state is None:
+        state = TrainState(since_fired=torch.zeros(cfg.n_latents, dtype=torch.int64, device=device), rows=[])
+        first = next(source.minibatches(cfg.batch_size, cfg.seed, 0, device=device,
+                                        exclude_outliers=cfg.exclude_outliers))
+        with torch.no_grad():
+            if cfg.b_dec_init == "geometric_median":
+                sae.b_dec.copy_(geometric_median(first))
+            elif cfg.b_dec_init == "mean":
+                sae.b_dec.copy_(first.mean(0))
+    assert state.since_fired is not None and state.rows is not None
+
+    sums = torch.zeros(4, dtype=torch.float64)  # loss, fvu, aux, l0 since the last curve row
+    n_sum = 0
+    bar = tqdm(total=total, initial=state.step, desc=f"SAE n={cfg.n_latents}", unit="step",
+               disable=not progress, mininterval=5)
+    t_start = time.perf_counter() - state.seconds
+    start_epoch, skip = divmod(state.step, per_epoch)
+    for epoch in range(start_epoch, cfg.epochs):
+        batches = source.minibatches(cfg.batch_size, cfg.seed, epoch, device=device,
+                                     exclude_outliers=cfg.exclude_outliers, skip=skip if epoch == start_epoch else 0)
+        for x in batches:
+            step_lr = lr * lr_multiplier(state.step, total, cfg.warmup_steps, cfg.decay_fraction)
+            for group in opt.param_groups:
+                group["lr"] = step_lr
+            dead = state.since_fired >= cfg.dead_after_tokens
+            out = sae.loss(x, dead)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if cfg.renormalise_decoder:
+                sae.remove_parallel_decoder_grad()
+            opt.step()
+            if cfg.renormalise_decoder:
+                sae.normalise_decoder()
+
+            active = out.code.active()
+            fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=device)
+            fired[out.code.indices[active]] = True
+            state.since_fired += x.shape[0]
+            state.since_fired[fired] = 0
+            state.step += 1
+            state.tokens += x.shape[0]
+            sums += torch.tensor([float(out.loss), float(out.fvu), float(out.aux),
+                                  float(active.sum()) / x.shape[0]], dtype=torch.float64)
+            n_sum += 1
+            bar.update(1)
+
+            if state.step % cfg.log_every == 0 or state.step == total:
+                state.seconds = time.perf_counter() - t_start
+                mean = (sums / n_sum).tolist()
+                row = {"step": state.step, "tokens": state.tokens, "epoch": epoch, "lr": step_lr,
+                       "loss": mean[0], "fvu": mean[1], "aux": mean[2], "l0": mean[3],
+                       "dead_fraction": float(dead.float().mean()), "seconds": state.seconds}
+                state.rows.append(row)
+                sums.zero_()
+                n_sum = 0
+                bar.set_postfix(fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}",
+                                dead=f"{row['dead_fraction']:.3f}", refresh=False)
+                if on_log:
+                    on_log(row)
+            if checkpoint and state.step % cfg.checkpoint_every == 0 and state.step < total:
+                state.seconds = time.perf_counter() - t_start
+                _save_checkpoint(checkpoint, cfg, sae, opt, state)
+    bar.close()
+    state.seconds = time.perf_counter() - t_start
+    tail = state.rows[-max(1, len(state.rows) // 10):]  # the last tenth of the curve
+    summary = {
+        "steps": state.step, "tokens": state.tokens, "epochs": cfg.epochs, "lr": lr,
+        "final_fvu": sum(r["fvu"] for r in tail) / len(tail),
+        "final_l0": sum(r["l0"] for r in tail) / len(tail),
+        "final_dead_fraction": state.rows[-1]["dead_fraction"],
+        "seconds": state.seconds,
+    }
+    return TrainResult(sae, state.rows, summary)
