@@ -172,11 +172,17 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, sae: SAE, opt: torch.optim.Op
 
 def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device = "cpu",
               checkpoint: Path | None = None, on_log: Callable[[dict[str, float]], None] | None = None,
-              progress: bool = True) -> TrainResult:
-    """Train one SAE; resumable from ``checkpoint`` (written every ``cfg.checkpoint_every`` steps)."""
+              progress: bool = True, initial: SAE | None = None) -> TrainResult:
+    """Train one SAE; resumable from ``checkpoint`` (written every ``cfg.checkpoint_every`` steps).
+
+    ``initial`` starts from given weights (e.g. to continue an imported SAE) instead of the
+    seeded initialisation; ``b_dec`` is then kept as it is.
+    """
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
-    sae = build(cfg.architecture, source.d_model, cfg.n_latents, **cfg.sae_options()).to(device)
+    sae = initial if initial is not None else build(cfg.architecture, source.d_model, cfg.n_latents,
+                                                    **cfg.sae_options())
+    sae = sae.to(device).train()
     lr = cfg.scaled_lr()
     opt = torch.optim.Adam(sae.parameters(), lr=lr)
     per_epoch = source.batches_per_epoch(cfg.batch_size, cfg.exclude_outliers)
@@ -190,7 +196,9 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
         first = next(source.minibatches(cfg.batch_size, cfg.seed, 0, device=device,
                                         exclude_outliers=cfg.exclude_outliers))
         with torch.no_grad():
-            if cfg.b_dec_init == "geometric_median":
+            if initial is not None:
+                pass
+            elif cfg.b_dec_init == "geometric_median":
                 sae.b_dec.copy_(geometric_median(first))
             elif cfg.b_dec_init == "mean":
                 sae.b_dec.copy_(first.mean(0))
@@ -226,7 +234,7 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
             state.since_fired[fired] = 0
             state.step += 1
             state.tokens += x.shape[0]
-            sums += torch.tensor([float(out.loss), float(out.fvu), float(out.aux),
+            sums += torch.tensor([float(out.loss.detach()), float(out.fvu), float(out.aux),
                                   float(active.sum()) / x.shape[0]], dtype=torch.float64)
             n_sum += 1
             bar.update(1)

@@ -1,0 +1,199 @@
+"""SAE kernels, architectures and trainer: sparse paths agree with dense autograd, the trainer
+recovers a planted dictionary, AuxK revives dead latents, and a killed run resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from saeatlas.sae.model import ARCHITECTURES, build
+from saeatlas.sae.sparse import bag_sum, gather_dot, scatter_outer
+from saeatlas.sae.train import TensorSource, TrainConfig, geometric_median, lr_multiplier, train_sae
+
+from conftest import REPO
+
+
+def test_sparse_primitives_match_dense_products() -> None:
+    g = torch.Generator().manual_seed(0)
+    b, m, d, n = 37, 5, 12, 50
+    table, u = torch.randn(n, d, generator=g), torch.randn(b, d, generator=g)
+    w = torch.randn(b, m, generator=g)
+    idx = torch.randint(0, n, (b, m), generator=g)  # repeats across tokens (and within a row)
+    dense = torch.zeros(b, n).scatter_add_(1, idx, w)
+    torch.testing.assert_close(bag_sum(w, idx, table), dense @ table)
+    torch.testing.assert_close(gather_dot(u, table, idx), torch.gather(u @ table.t(), 1, idx))
+    torch.testing.assert_close(scatter_outer(w, u, idx, n), dense.t() @ u)
+
+
+@pytest.mark.parametrize("apply_b_dec", [True, False])
+@pytest.mark.parametrize("with_dead", [False, True])
+def test_topk_sparse_path_equals_dense_reference(apply_b_dec: bool, with_dead: bool) -> None:
+    torch.manual_seed(0)
+    sae = build("topk", 16, 96, k=5, auxk_k=7, apply_b_dec_to_input=apply_b_dec)
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_(0, 0.1)
+    x = torch.randn(64, 16) + 2.0
+    dead = (torch.arange(96) % 3 == 0) if with_dead else None
+    grads, losses = [], []
+    for fn in (sae.loss, sae.reference_loss):
+        sae.zero_grad()
+        out = fn(x, dead)
+        out.loss.backward()
+        losses.append((out.loss.detach(), out.aux))
+        grads.append([p.grad.clone() for p in sae.parameters()])
+    torch.testing.assert_close(losses[0], losses[1])
+    assert (losses[0][1] > 0) == with_dead
+    for (name, _), g_sparse, g_dense in zip(sae.named_parameters(), grads[0], grads[1]):
+        torch.testing.assert_close(g_sparse, g_dense, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_relu_sparse_decode_equals_dense_and_penalty_uses_decoder_norms() -> None:
+    torch.manual_seed(0)
+    sae = build("relu", 16, 64, l1_coefficient=2.0)
+    x = torch.randn(32, 16)
+    code = sae.encode(x)
+    acts = torch.relu(x @ sae.encoder.t() + sae.b_enc)
+    torch.testing.assert_close(code.dense(64), acts)
+    torch.testing.assert_close(sae.decode(code), acts @ sae.decoder + sae.b_dec)
+    out = sae.loss(x)
+    expected = ((x - acts @ sae.decoder - sae.b_dec).pow(2).sum(1).mean()
+                + 2.0 * (acts * sae.decoder.norm(dim=1)).sum(1).mean())
+    torch.testing.assert_close(out.loss, expected)
+    out.loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in sae.parameters())
+
+
+def test_registry_and_unknown_architecture() -> None:
+    assert {"topk", "relu"} <= set(ARCHITECTURES)
+    with pytest.raises(ValueError, match="unknown SAE architecture 'gated'"):
+        build("gated", 4, 8)
+
+
+def test_decoder_rows_stay_unit_norm_and_parallel_gradient_is_removed() -> None:
+    torch.manual_seed(0)
+    sae = build("topk", 8, 32, k=3)
+    sae.loss(torch.randn(16, 8)).loss.backward()
+    sae.remove_parallel_decoder_grad()
+    assert (sae.decoder.grad * sae.decoder).sum(1).abs().max() < 1e-6
+    with torch.no_grad():
+        sae.decoder.mul_(3.0)
+    sae.normalise_decoder()
+    torch.testing.assert_close(sae.decoder.norm(dim=1), torch.ones(32))
+
+
+def test_schedule_and_width_scaled_lr() -> None:
+    assert lr_multiplier(0, 100, 10, 0.2) == pytest.approx(0.1)
+    assert lr_multiplier(50, 100, 10, 0.2) == 1.0
+    assert lr_multiplier(90, 100, 10, 0.2) == pytest.approx(0.5)
+    cfg = TrainConfig(lr=2e-4, lr_reference_size=16384, n_latents=4096)
+    assert cfg.scaled_lr() == pytest.approx(4e-4)
+
+
+def test_geometric_median_resists_outliers() -> None:
+    x = torch.cat([torch.randn(200, 3) * 0.1, torch.full((20, 3), 100.0)])
+    assert geometric_median(x).norm() < 1.0 < x.mean(0).norm()
+
+
+# ------------------------------------------------------------------------------------------
+# Planted dictionary: synthetic activations = sparse non-negative combinations of known atoms
+# ------------------------------------------------------------------------------------------
+
+
+def planted(n_atoms: int = 128, d: int = 32, s: int = 4, n: int = 24000, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    atoms = torch.randn(n_atoms, d, generator=g)
+    atoms /= atoms.norm(dim=1, keepdim=True)
+    which = torch.rand(n, n_atoms, generator=g).argsort(dim=1)[:, :s]
+    coef = torch.rand(n, s, generator=g) + 0.5
+    x = torch.zeros(n, d).index_add_(0, torch.arange(n).repeat_interleave(s),
+                                     coef.reshape(-1, 1) * atoms[which.reshape(-1)])
+    return atoms, x + 0.02 * torch.randn(n, d, generator=g)
+
+
+def recovery(atoms: torch.Tensor, decoder: torch.Tensor) -> float:
+    """Mean over true atoms of the max cosine to a learned decoder row."""
+    w = decoder / decoder.norm(dim=1, keepdim=True)
+    return float((atoms @ w.t()).max(dim=1).values.mean())
+
+
+PLANTED_CFG = dict(k=4, lr=2e-3, lr_reference_size=128, batch_size=256, epochs=2, warmup_steps=10,
+                   auxk_k=16, dead_after_tokens=2048, checkpoint_every=10**9, exclude_outliers=False)
+
+
+def test_trainer_recovers_a_planted_dictionary_and_fails_when_too_small() -> None:
+    atoms, x = planted()
+    full = train_sae(TrainConfig(n_latents=128, **PLANTED_CFG), TensorSource(x), progress=False)
+    assert recovery(atoms, full.sae.decoder.detach()) >= 0.9
+    assert full.summary["final_fvu"] < 0.35
+    # The score can fail: a dictionary a quarter of the right size cannot recover the atoms.
+    small = train_sae(TrainConfig(n_latents=32, **PLANTED_CFG), TensorSource(x), progress=False)
+    assert recovery(atoms, small.sae.decoder.detach()) < 0.8
+
+
+def test_auxk_revives_latents_that_never_win_the_topk() -> None:
+    """Half the latents start with a bias that keeps them out of the top-k: without AuxK they
+    never get a gradient and stay dead; AuxK trains them back to life."""
+    atoms, x = planted()
+    dead_end = {}
+    for alpha in (1 / 32, 0.0):
+        cfg = TrainConfig(n_latents=128, auxk_alpha=alpha, **PLANTED_CFG)
+        torch.manual_seed(0)
+        start = build("topk", 32, 128, **cfg.sae_options())
+        with torch.no_grad():
+            start.b_enc[:64] = -1.5
+        result = train_sae(cfg, TensorSource(x), progress=False, initial=start)
+        dead_end[alpha] = result.summary["final_dead_fraction"]
+    assert dead_end[0.0] >= 0.08
+    assert dead_end[1 / 32] <= 0.02
+
+
+# ------------------------------------------------------------------------------------------
+# Kill and resume
+# ------------------------------------------------------------------------------------------
+
+RESUME_SCRIPT = """
+import sys, time, torch
+sys.path.insert(0, {tests!r})
+from test_sae import planted
+from saeatlas.sae.train import TensorSource, TrainConfig, train_sae
+torch.set_num_threads(1)
+_, x = planted(n=12000)
+slow = float(sys.argv[2])
+cfg = TrainConfig(n_latents=128, k=4, lr=2e-3, lr_reference_size=128, batch_size=256, epochs=3, warmup_steps=10,
+                  auxk_k=16, dead_after_tokens=2048, checkpoint_every=5, log_every=5, exclude_outliers=False)
+result = train_sae(cfg, TensorSource(x), checkpoint=__import__("pathlib").Path(sys.argv[1]),
+                   on_log=lambda row: time.sleep(slow), progress=False)
+torch.save(result.sae.state_dict(), sys.argv[1] + ".final")
+"""
+
+
+def test_killed_training_resumes_to_the_same_result(tmp_path: Path) -> None:
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME_SCRIPT.format(tests=str(REPO / "tests")))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    ckpt = tmp_path / "killed.pt"
+    proc = subprocess.Popen([sys.executable, str(script), str(ckpt), "0.3"], env=env)
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)  # let it run past the first checkpoint
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first_step = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < first_step < 3 * (12000 // 256)
+    subprocess.run([sys.executable, str(script), str(ckpt), "0"], env=env, check=True, timeout=300)
+    fresh = tmp_path / "fresh.pt"
+    subprocess.run([sys.executable, str(script), str(fresh), "0"], env=env, check=True, timeout=300)
+    resumed = torch.load(str(ckpt) + ".final", weights_only=True)
+    uninterrupted = torch.load(str(fresh) + ".final", weights_only=True)
+    for name in uninterrupted:
+        torch.testing.assert_close(resumed[name], uninterrupted[name], rtol=1e-5, atol=1e-6, msg=name)
