@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml requirements-data.txt Makefile | $(VENV)/bin/
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) -e ".[test]"
+	$(PIP) -e ".[test,bench]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,73 @@
+"""The exported SAE is a SAELens SAE: SAELens loads it and computes what this project computes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from saeatlas.errors import StoreError
+from saeatlas.sae.io import export_sae, load_sae
+from saeatlas.sae.train import TensorSource, TrainConfig, train_sae
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def real_activations(lm, tokenizer) -> tuple[torch.Tensor, float]:
+    """Layer-15 residuals of real text (BOS and massive-activation rows left out), and the scale
+    that makes E||x||² = d, as the store would record it."""
+    text = ("The Eiffel Tower is a wrought-iron lattice tower in Paris. def parse(line):\n    return "
+            "line.split(',')\nROMEO: But soft, what light through yonder window breaks? ") * 6
+    ids = torch.tensor([[tokenizer.bos_token_id or 1] + tokenizer(text)["input_ids"][:255]])
+    x = lm.residual(ids, 15)[0, 1:].float()
+    norms = x.norm(dim=1)
+    x = x[norms <= 10 * norms.median()]
+    return x, float((x.shape[1] / x.pow(2).sum(1).mean()) ** 0.5)
+
+
+@pytest.mark.parametrize("architecture", ["topk", "relu"])
+def test_sae_lens_loads_the_export_and_agrees(real_activations, tmp_path: Path, architecture: str) -> None:
+    sae_lens = pytest.importorskip("sae_lens")
+    x, scale = real_activations
+    cfg = TrainConfig(architecture=architecture, n_latents=256, k=16, batch_size=64, epochs=3,
+                      warmup_steps=2, checkpoint_every=10**9, exclude_outliers=False, l1_coefficient=0.5)
+    ours = train_sae(cfg, TensorSource(x * scale), progress=False).sae.eval()
+    export_sae(ours, tmp_path, scale, {"model_name": "smollm2-135m-instruct",
+                                       "hook_name": "blocks.15.hook_resid_post", "context_size": 128})
+    saved = json.loads((tmp_path / "cfg.json").read_text())
+    assert saved["architecture"] == {"topk": "topk", "relu": "standard"}[architecture]
+    assert saved["metadata"]["hook_name"] == "blocks.15.hook_resid_post"
+
+    theirs = sae_lens.SAE.load_from_disk(str(tmp_path), device="cpu")
+    with torch.no_grad():
+        code = ours.encode(x * scale)
+        acts_ours = code.dense(256)
+        recon_ours = ours.decode(code) / scale  # our model works on normalised inputs
+        acts_theirs = theirs.encode(x)
+        recon_theirs = theirs.decode(acts_theirs)
+    assert (acts_ours > 0).sum() > 0
+    torch.testing.assert_close(acts_theirs, acts_ours, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(recon_theirs, recon_ours, rtol=1e-4, atol=1e-3 * float(x.abs().mean()))
+
+    # Our importer reads it back as a raw-space SAE that computes the same.
+    imported, _ = load_sae(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(imported(x), recon_ours, rtol=1e-4, atol=1e-3 * float(x.abs().mean()))
+
+
+def test_importer_refuses_what_it_cannot_represent(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cfg.json is missing"):
+        load_sae(tmp_path)
+    from saeatlas.sae.model import build
+
+    export_sae(build("topk", 8, 64, k=4), tmp_path, 1.0, {})
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "architecture": "jumprelu"}))
+    with pytest.raises(StoreError, match="architecture 'jumprelu' is not supported"):
+        load_sae(tmp_path)
+    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "normalize_activations": "layer_norm"}))
+    with pytest.raises(StoreError, match="normalize_activations='layer_norm'"):
+        load_sae(tmp_path)
