@@ -110,10 +110,61 @@ def test_snakemake_smoke_study_writes_checked_content(snakemake_project: Path) -
     assert 0.25 < corpus_metrics["train.domain_fraction.news"] < 0.26
 
     # One log per job; a second run has nothing to do.
-    for log in ("model.log", "corpus.log", "activations-layer15.log"):
+    logs = ["model.log", "corpus.log", "activations-layer15.log"]
+    logs += [f"{stage}-layer15-size{n}.log" for stage in ("train_sae", "evaluate") for n in params.sae.sizes]
+    for log in logs:
         assert "INFO" in (proj / "results/logs" / log).read_text()
     again = run([tool("snakemake"), "--cores", "2", "--configfile", "params/smoke.yaml"], proj)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_smoke_saes_load_in_sae_lens_and_their_metrics_are_sane(snakemake_project: Path) -> None:
+    """Per size: SAELens loads the files, and the metrics hold by value, not only by presence."""
+    import csv
+
+    from saeatlas.sae.io import load_sae
+
+    proj = snakemake_project
+    params = config.load(proj / "params/smoke.yaml")
+    store = ActivationStore.open(proj / STORE / "eval")
+    x = torch.from_numpy(np.asarray(store.shard(0)[:256], dtype=np.float32))
+    x = x[torch.from_numpy(store.ordinary_mask(0, 256))]
+    fvus = []
+    for n in params.sae.sizes:
+        folder = proj / f"results/saes/{MODEL}/layer15/n{n}"
+        assert not (folder / "checkpoint.pt").exists()  # removed once the SAE is exported
+        cfg = json.loads((folder / "cfg.json").read_text())
+        assert (cfg["architecture"], cfg["d_in"], cfg["d_sae"], cfg["k"]) == ("topk", 576, n, params.sae.k)
+        assert cfg["metadata"]["hook_name"] == "blocks.15.hook_resid_post"
+        assert cfg["metadata"]["context_size"] == params.corpus.context_length
+        ours, _ = load_sae(folder)
+        sae_lens = pytest.importorskip("sae_lens")
+        theirs = sae_lens.SAE.load_from_disk(str(folder))
+        with torch.no_grad():
+            torch.testing.assert_close(theirs.decode(theirs.encode(x)), ours(x), rtol=1e-4, atol=1e-2)
+
+        m = json.loads((folder / "metrics.json").read_text())
+        # FVU recomputed here on the first rows agrees in kind with the stage's number.
+        with torch.no_grad():
+            local = float((x - ours(x)).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+        assert 0.0 < m["fvu"] < 1.0 and abs(local - m["fvu"]) < 0.25
+        assert m["explained_variance"] == pytest.approx(1 - m["fvu"])
+        assert m["l0"] == pytest.approx(params.sae.k, abs=0.5)  # TopK: k active unless a value is 0
+        assert 0.0 <= m["dead_fraction"] < 0.5 and 0.0 <= m["dense_fraction"] < 0.5
+        assert m["eval_tokens"] + m["outlier_tokens_excluded"] == store.n_tokens
+        assert m["ce_clean"] < m["ce_sae"] < m["ce_zero_ablation"]
+        assert 0.3 < m["ce_loss_recovered"] <= 1.0 and m["kl_sae"] < m["kl_zero_ablation"]
+        assert 0.9 < m["spliced_position_fraction"] <= 1.0
+        fvus.append(m["fvu"])
+
+        train = json.loads((folder / "train_metrics.json").read_text())
+        rows = list(csv.DictReader(open(folder / "training_log.csv")))
+        assert int(rows[-1]["step"]) == train["steps"] and int(rows[-1]["tokens"]) == train["tokens"]
+        assert float(rows[-1]["fvu"]) < float(rows[0]["fvu"])  # it learned
+        hist = list(csv.DictReader(open(folder / "density_histogram.csv")))
+        alive = sum(int(r["latents"]) for r in hist)
+        assert alive == round((1 - m["dead_fraction"]) * n) == m["alive_latents"]
+    assert fvus[-1] < fvus[0]  # the larger dictionary reconstructs better
 
 
 def free_port() -> int:
@@ -169,7 +220,22 @@ def test_mlflow_server_serves_the_stage_runs(snakemake_project: Path) -> None:
         assert len(tags["git_commit"]) >= 7 and tags["layer"] == "15"
         stages = get_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
         stage_tags = {next(t["value"] for t in r["data"]["tags"] if t["key"] == "stage") for r in stages}
-        assert stage_tags == {"model", "corpus", "activations"}
+        assert stage_tags == {"model", "corpus", "activations", "train_sae", "evaluate"}
+
+        # Training: one parent run per layer, one child per size, each with its curve over tokens.
+        found = get_json(f"{base}/api/2.0/mlflow/runs/search",
+                         {"experiment_ids": [exp["experiment_id"]], "filter": "tags.stage = 'train_sae'"})["runs"]
+        by_name = {r["info"]["run_name"]: r for r in found}
+        assert set(by_name) == {"train_sae[layer=15]", "train_sae[layer=15,size=256]", "train_sae[layer=15,size=512]"}
+        parent_id = by_name["train_sae[layer=15]"]["info"]["run_id"]
+        for n in (256, 512):
+            child = by_name[f"train_sae[layer=15,size={n}]"]
+            tags = {t["key"]: t["value"] for t in child["data"]["tags"]}
+            assert tags["mlflow.parentRunId"] == parent_id and child["info"]["status"] == "FINISHED"
+            history = get_json(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={child['info']['run_id']}"
+                               "&metric_key=train.fvu")["metrics"]
+            curve = json.loads((proj / f"results/saes/{MODEL}/layer15/n{n}/train_metrics.json").read_text())
+            assert len(history) >= 2 and max(h["step"] for h in history) == curve["tokens"]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -189,20 +255,26 @@ def test_dvc_repro_and_exp_run_rerun_only_affected_stages(tmp_path: Path) -> Non
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], proj)
 
     first = run([tool("dvc"), "repro"], proj)
-    assert ran_stages(first.stdout) == {"model", "corpus", "activations@15"}
+    sae_jobs = {f"{stage}@15-{n}" for stage in ("train_sae", "evaluate") for n in (256, 512)}
+    assert ran_stages(first.stdout) == {"model", "corpus", "activations@15"} | sae_jobs
     ActivationStore.open(proj / STORE / "train", verify=True)
     shown = json.loads(run([tool("dvc"), "metrics", "show", "--json"], proj).stdout)
-    assert "train.tokens" in json.dumps(shown)
+    assert "train.tokens" in json.dumps(shown) and "ce_loss_recovered" in json.dumps(shown)
+    plots = run([tool("dvc"), "plots", "show", "--json"], proj).stdout
+    assert "training_log.csv" in plots and "density_histogram.csv" in plots
 
     again = run([tool("dvc"), "repro"], proj)
     assert ran_stages(again.stdout) == set()
 
-    # A knob of the activation stage re-runs it alone; the model and corpus are reused.
-    changed = run([tool("dvc"), "exp", "run", "-S", "activations.batch_contexts=8"], proj)
-    assert ran_stages(changed.stdout) == {"activations@15"}, changed.stdout
-    assert "batch_contexts: 8" in (proj / "params.yaml").read_text()
-    # A key no stage of this graph reads re-runs nothing.
-    untouched = run([tool("dvc"), "exp", "run", "-S", "sae.k=8"], proj)
+    # A knob of the evaluation re-runs the evaluations alone; an SAE knob re-runs training and
+    # evaluation, never the LM stages.
+    changed = run([tool("dvc"), "exp", "run", "-S", "evaluate.ce_contexts=4"], proj)
+    assert ran_stages(changed.stdout) == {"evaluate@15-256", "evaluate@15-512"}, changed.stdout
+    assert "ce_contexts: 4" in (proj / "params.yaml").read_text()
+    retrain = run([tool("dvc"), "exp", "run", "-S", "sae.k=8"], proj)
+    assert ran_stages(retrain.stdout) == sae_jobs, retrain.stdout
+    # A key no stage reads re-runs nothing.
+    untouched = run([tool("dvc"), "exp", "run", "-S", "tracking.enabled=false"], proj)
     assert ran_stages(untouched.stdout) == set(), untouched.stdout
 
     # The local default remote works offline.

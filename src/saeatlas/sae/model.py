@@ -90,7 +90,8 @@ class SAE(nn.Module):
         ``SelectedPreacts`` for the latents that are actually used)."""
         with torch.no_grad():
             inp = x - self.b_dec if self.apply_b_dec_to_input else x
-            return torch.addmm(self.b_enc, inp, self.encoder.t())
+            pre = inp @ self.encoder.t()
+            return pre.add_(self.b_enc)  # in place: addmm would first copy the bias into [B, n]
 
     def encode(self, x: torch.Tensor) -> SparseCode:
         return self.encode_with_preacts(x)[0]

@@ -1,0 +1,212 @@
+"""SAE training step throughput, beside the peer trainer (EleutherAI sparsify) and the roofline.
+
+One step = forward, backward, Adam, decoder renormalisation (with the parallel-gradient removal),
+at d=576, k=32, batch 4096, for n = 2304 and 18432, on the same activation batches in the same
+process, alternating implementations so that machine noise hits both alike. The roofline ratio is
+(encoder forward FLOPs = 2·B·d·n) / step time over this run's fp32 matmul GFLOP/s: the dense
+encoder matmul is the one cost neither implementation can avoid.
+
+Then, at n=2304, both train for the same token budget on the same batches and their FVU on
+held-out rows is printed; and a training run's peak RSS at two token counts shows memory is flat.
+
+Activations: the default study's store if it exists (``--store``), else synthetic data.
+Needs the bench extra: ``pip install -e '.[bench]'``. Last line: ``speedup vs eai-sparsify: <ratio>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from roofline import load_line, measure_roofline  # noqa: E402
+
+DEFAULT_STORE = Path("results/activations/smollm2-135m-instruct/layer15")
+D, K, BATCH = 576, 32, 4096
+
+
+class Batches:
+    """A fixed pool of normalised activation rows, served as batches in a fixed order."""
+
+    def __init__(self, store: Path | None, rows: int, seed: int = 0):
+        if store is not None and (store / "train" / "manifest.json").is_file():
+            from saeatlas.activations import ActivationStore
+
+            st = ActivationStore.open(store / "train")
+            it = st.minibatches(BATCH, seed=seed, exclude_outliers=True)
+            self.x = torch.cat([next(it) for _ in range(max(1, rows // BATCH))])
+            ev = ActivationStore.open(store / "eval")
+            self.held_out = next(ev.iter_sequential(8192, normalise=False)) * st.scale
+            self.origin = f"store {store} (normalised by the train scale, outliers excluded)"
+        else:
+            g = torch.Generator().manual_seed(seed)
+            basis = torch.randn(4 * D, D, generator=g) / D ** 0.5
+            codes = torch.relu(torch.randn(rows + 8192, 4 * D, generator=g) - 1.5)
+            data = codes @ basis
+            data *= (D / data.pow(2).sum(1).mean()) ** 0.5
+            self.x, self.held_out = data[:rows], data[rows:]
+            self.origin = "synthetic (no store found; run the default study for real activations)"
+
+    def batch(self, i: int) -> torch.Tensor:
+        n = self.x.shape[0] // BATCH
+        j = i % n
+        return self.x[j * BATCH:(j + 1) * BATCH]
+
+
+def ours(n: int, lr: float) -> tuple[Callable[[torch.Tensor], float], Callable[[torch.Tensor], float]]:
+    from saeatlas.sae.model import build
+
+    torch.manual_seed(0)
+    sae = build("topk", D, n, k=K)
+    opt = torch.optim.Adam(sae.parameters(), lr=lr, fused=True)  # as sae/train.py
+
+    def step(x: torch.Tensor) -> float:
+        out = sae.loss(x)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        sae.remove_parallel_decoder_grad()
+        opt.step()
+        sae.normalise_decoder()
+        return float(out.fvu)
+
+    def fvu(x: torch.Tensor) -> float:
+        with torch.no_grad():
+            err = x - sae(x)
+            return float(err.pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+
+    return step, fvu
+
+
+def peer(n: int, lr: float) -> tuple[Callable[[torch.Tensor], float], Callable[[torch.Tensor], float]]:
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    torch.manual_seed(0)
+    sae = SparseCoder(D, SparseCoderConfig(num_latents=n, k=K))
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+
+    def step(x: torch.Tensor) -> float:
+        out = sae(x)
+        opt.zero_grad(set_to_none=True)
+        out.fvu.backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        sae.set_decoder_norm_to_unit_norm()
+        return float(out.fvu.detach())
+
+    def fvu(x: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(sae(x).fvu)
+
+    return step, fvu
+
+
+def lr_for(n: int) -> float:
+    return 2e-4 * (16384 / n) ** 0.5  # the same width rule for both (see sae/train.py)
+
+
+def time_steps(data: Batches, n: int, repeats: int) -> dict[str, float]:
+    impls = {"saeatlas": ours(n, lr_for(n))[0], "eai-sparsify": peer(n, lr_for(n))[0]}
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    for name, step in impls.items():
+        step(data.batch(0))  # warm-up (allocations, first-touch)
+    for r in range(repeats):
+        for name, step in impls.items():  # alternate, so noise hits both
+            t0 = time.perf_counter()
+            step(data.batch(r + 1))
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def budget_fvu(data: Batches, n: int, steps: int) -> dict[str, float]:
+    out = {}
+    for name, make in (("saeatlas", ours), ("eai-sparsify", peer)):
+        step, fvu = make(n, lr_for(n))
+        for i in range(steps):
+            step(data.batch(i))
+        out[name] = fvu(data.held_out)
+    return out
+
+
+def rss_child(store: str, steps: int) -> None:
+    """Train n=2304 from the store for ``steps`` batches of 1024; print peak RSS (MB)."""
+    from saeatlas.activations import ActivationStore
+    from saeatlas.sae.train import TrainConfig, train_sae
+
+    st = ActivationStore.open(Path(store) / "train")
+
+    class Limited:
+        d_model = st.d_model
+
+        def batches_per_epoch(self, batch_size: int, exclude_outliers: bool = False) -> int:
+            return min(steps, st.batches_per_epoch(batch_size, exclude_outliers))
+
+        def minibatches(self, batch_size: int, seed: int, epoch: int = 0, **kw: Any) -> Iterator[torch.Tensor]:
+            for i, x in enumerate(st.minibatches(batch_size, seed, epoch, **kw)):
+                if i >= self.batches_per_epoch(batch_size):
+                    return
+                yield x
+
+    cfg = TrainConfig(n_latents=2304, k=K, batch_size=1024, checkpoint_every=10**9)
+    result = train_sae(cfg, Limited(), progress=False)
+    print(json.dumps({"tokens": result.summary["tokens"],
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2304, 18432])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--budget-steps", type=int, default=100, help="steps of 4096 tokens for the FVU comparison")
+    parser.add_argument("--rss-steps", type=int, nargs=2, default=[50, 400])
+    parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child[0], int(args.rss_child[1]))
+        return
+
+    print(load_line())
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; d={D}, k={K}, batch {BATCH}")
+    rows = BATCH * (args.repeats + 2)
+    data = Batches(args.store, max(rows, BATCH * min(args.budget_steps, 64)))
+    print(f"activations: {data.origin}")
+    roofline = measure_roofline()
+    print(f"roofline_gflops: {roofline:.1f}")
+    speedup = float("nan")
+    for n in args.sizes:
+        t = time_steps(data, n, args.repeats)
+        flops = 2 * BATCH * D * n
+        for name, sec in t.items():
+            print(f"n={n:>6} {name:>13}: step {sec:.3f} s, {BATCH / sec:>8.0f} tokens/s, "
+                  f"encoder-forward roofline fraction {flops / sec / 1e9 / roofline:.3f}")
+        speedup = t["eai-sparsify"] / t["saeatlas"]
+        print(f"n={n:>6} speedup: {speedup:.2f}x")
+    n_fvu = min(args.sizes)
+    f = budget_fvu(data, n_fvu, args.budget_steps)
+    print(f"held-out FVU after {args.budget_steps * BATCH} tokens at n={n_fvu}: "
+          f"saeatlas {f['saeatlas']:.4f}, eai-sparsify {f['eai-sparsify']:.4f}")
+    if (args.store / "train" / "manifest.json").is_file():
+        peaks = []
+        for steps in args.rss_steps:
+            proc = subprocess.run([sys.executable, __file__, "--rss-child", str(args.store), str(steps)],
+                                  capture_output=True, text=True, check=True)
+            peaks.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(f"training run of {peaks[-1]['tokens']} tokens: peak RSS {peaks[-1]['peak_rss_mb']:.0f} MB")
+        print(f"peak RSS ratio ({peaks[1]['tokens']} / {peaks[0]['tokens']} tokens): "
+              f"{peaks[1]['peak_rss_mb'] / peaks[0]['peak_rss_mb']:.2f}")
+    else:
+        print("peak RSS: skipped (no activation store)")
+    print(f"speedup vs eai-sparsify: {speedup:.2f}")
+
+
+if __name__ == "__main__":
+    main()
