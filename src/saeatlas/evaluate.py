@@ -126,39 +126,35 @@ def spliced_loss_metrics(lm: Any, sae: SAE, contexts: np.ndarray, layer: int, ou
     KL = mean over positions of KL(p_clean || p_spliced).
     """
     device = lm.device
+    spliced = {"positions": 0}  # how many positions the SAE actually replaced
 
-    def replace(kind: str):
+    def replace(kind: str) -> Any:
         def fn(h: torch.Tensor) -> torch.Tensor:
+            after_bos = torch.zeros(h.shape[:2], dtype=torch.bool, device=h.device)
+            after_bos[:, 1:] = True
+            where = after_bos if kind == "sae_all" else after_bos & (h.norm(dim=-1) <= outlier_norm)
             out = h.clone()
-            keep_bos = torch.zeros(h.shape[:2], dtype=torch.bool, device=h.device)
-            keep_bos[:, 1:] = True
-            where = keep_bos if kind == "sae_all" else keep_bos & (h.norm(dim=-1) <= outlier_norm)
             rows = h[where]
             out[where] = torch.zeros_like(rows) if kind == "zero" else sae(rows.float()).to(h.dtype)
-            replace.positions += int(where.sum())
+            if kind == "sae":
+                spliced["positions"] += int(where.sum())
             return out
         return fn
 
-    replace.positions = 0  # type: ignore[attr-defined]
+    def log_probs(logits: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(logits[:, 1:-1].float().reshape(-1, logits.shape[-1]), dim=-1)
+
     sums = {k: 0.0 for k in ("clean", "sae", "zero", "sae_all", "kl_sae", "kl_zero", "kl_sae_all")}
     n_pred = 0
-    spliced_positions = 0
     bar = tqdm(total=contexts.shape[0], desc="spliced CE", unit="ctx", disable=not progress)
     for start in range(0, contexts.shape[0], batch_contexts):
         ids = torch.from_numpy(np.asarray(contexts[start:start + batch_contexts], dtype=np.int64)).to(device)
         targets = ids[:, 2:].reshape(-1)  # predictions from positions 1..T-2
-
-        def log_probs(logits: torch.Tensor) -> torch.Tensor:
-            return F.log_softmax(logits[:, 1:-1].float().reshape(-1, logits.shape[-1]), dim=-1)
-
         clean = log_probs(lm.logits(ids))
         sums["clean"] += float(F.nll_loss(clean, targets, reduction="sum"))
         for kind in ("sae", "zero", "sae_all"):
-            replace.positions = 0  # type: ignore[attr-defined]
             with lm.splice(layer, replace(kind)):
                 lp = log_probs(lm.logits(ids))
-            if kind == "sae":
-                spliced_positions += replace.positions  # type: ignore[attr-defined]
             sums[kind] += float(F.nll_loss(lp, targets, reduction="sum"))
             sums[f"kl_{kind}"] += float(F.kl_div(lp, clean, log_target=True, reduction="sum"))
         n_pred += targets.numel()
@@ -174,6 +170,6 @@ def spliced_loss_metrics(lm: Any, sae: SAE, contexts: np.ndarray, layer: int, ou
         "kl_sae": ce["kl_sae"], "kl_zero_ablation": ce["kl_zero"],
         "ce_sae_all_positions": ce["sae_all"], "delta_ce_all_positions": ce["sae_all"] - ce["clean"],
         "kl_sae_all_positions": ce["kl_sae_all"],
-        "spliced_position_fraction": spliced_positions / max(total_positions, 1),
+        "spliced_position_fraction": spliced["positions"] / max(total_positions, 1),
         "ce_predictions": n_pred,
     }
