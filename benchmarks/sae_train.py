@@ -168,6 +168,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--budget-steps", type=int, default=100, help="steps of 4096 tokens for the FVU comparison")
     parser.add_argument("--rss-steps", type=int, nargs=2, default=[50, 400])
+    parser.add_argument("--roofline-seconds", type=float, default=3.0)
     parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -179,7 +180,7 @@ def main() -> None:
     rows = BATCH * (args.repeats + 2)
     data = Batches(args.store, max(rows, BATCH * min(args.budget_steps, 64)))
     print(f"activations: {data.origin}")
-    roofline = measure_roofline()
+    roofline = measure_roofline(args.roofline_seconds)
     print(f"roofline_gflops: {roofline:.1f}")
     speedup = float("nan")
     for n in args.sizes:
