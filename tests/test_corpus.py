@@ -23,6 +23,7 @@ from conftest import REPO
 
 def corpus_params(sources: list[dict], train: int = 2000, eval_: int = 500, ctx: int = 32, **kw) -> config.CorpusParams:
     raw = config.validate({"study": {}, "model": {}, "activations": {}, "sae": {}, "tracking": {},
+                           "evaluate": {"ce_contexts": 1},
                            "corpus": {"sources": sources, "train_tokens": train, "eval_tokens": eval_,
                                       "context_length": ctx, **kw}})
     return config.from_mapping(raw).corpus
