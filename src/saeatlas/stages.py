@@ -66,10 +66,9 @@ def run_activations(params: Params, layer: int, device: str = "auto") -> dict[st
     from saeatlas.corpus import SPLITS, CorpusSplit
     from saeatlas.lm import load_model
 
-    if layer not in params.model.layers:
-        raise ParamsError(f"--layer: {layer} is not listed in model.layers {list(params.model.layers)}")
+    _check_wildcards(params, layer)
     stage = STAGE["activations"]
-    final = stage.out("store", model=params.model.name, layer=layer)
+    final = _store_dir(params, layer)
     partial = final.with_name(final.name + ".partial")
     corpus_dir = STAGE["corpus"].out("manifest").parent
     with stage_run("activations", params, RESULTS, {"layer": layer}) as run:
