@@ -16,6 +16,7 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/sae.smk"
+include: "workflow/rules/features.smk"
 
 
 rule all:

@@ -91,7 +91,8 @@ def test_snakemake_and_dvc_run_the_same_graph(tmp_path: Path, params: str) -> No
     assert set(snake) == set(dvc)
     raw = yaml.safe_load((proj / "params.yaml").read_text())
     n_layers, n_sizes = len(raw["model"]["layers"]), len(raw["sae"]["sizes"])
-    assert len(dvc) == 2 + n_layers + 2 * n_layers * n_sizes  # model, corpus, activations, train_sae, evaluate
+    # model, corpus, activations, then train_sae, evaluate, features per size
+    assert len(dvc) == 2 + n_layers + 3 * n_layers * n_sizes
     assert f"train_sae@{raw['model']['layers'][-1]}-{raw['sae']['sizes'][-1]}" in dvc
     for job in dvc:
         assert snake[job] == dvc[job], job

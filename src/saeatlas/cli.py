@@ -89,20 +89,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         sys.stdout.write(yaml.safe_dump(dict(params.raw), sort_keys=False))
         return 0
-    if args.command == "model":
-        stages.run_model(params)
-    elif args.command == "corpus":
-        stages.run_corpus(params)
-    else:
+    stage = STAGE[args.command]
+    kwargs = {w: getattr(args, w) for w in stage.wildcards}
+    if stage.uses_device:
         from saeatlas.lm import resolve_device
 
         resolve_device(args.device)  # a bad --device fails before any work
-        if args.command == "activations":
-            stages.run_activations(params, args.layer, args.device)
-        elif args.command == "train_sae":
-            stages.run_train_sae(params, args.layer, args.size, args.device)
-        elif args.command == "evaluate":
-            stages.run_evaluate(params, args.layer, args.size, args.device)
+        kwargs["device"] = args.device
+    getattr(stages, f"run_{stage.name}")(params, **kwargs)
     return 0
 
 

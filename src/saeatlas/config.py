@@ -122,6 +122,19 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class FeaturesParams:
+    batch_size: int
+    max_active: int
+    top_n: int
+    quantile_bins: int
+    per_bin: int
+    window_before: int
+    window_after: int
+    logit_lens_k: int
+    seed: int
+
+
+@dataclass(frozen=True)
 class TrackingParams:
     enabled: bool
 
@@ -134,6 +147,7 @@ class Params:
     activations: ActivationParams
     sae: SAEParams
     evaluate: EvaluateParams
+    features: FeaturesParams
     tracking: TrackingParams
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     path: str = ""
@@ -327,6 +341,7 @@ def from_mapping(raw: Any, origin: str = "params") -> Params:
         activations=ActivationParams(**data["activations"]),
         sae=SAEParams(**sae),
         evaluate=EvaluateParams(**evaluate),
+        features=FeaturesParams(**data["features"]),
         tracking=TrackingParams(**data["tracking"]),
         raw=data,
         path=origin,

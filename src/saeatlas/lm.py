@@ -228,6 +228,20 @@ class LanguageModel:
         finally:
             handle.remove()
 
+    def unembedding(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(W_U [vocab, d], g [d] or None)``: the output embedding and the gain of the final
+        norm before it (the norm's linear part), for the logit lens."""
+        weight = self.model.get_output_embeddings().weight.detach()
+        norm = getattr(self.base, "norm", None) or getattr(self.base, "final_layernorm", None)
+        gain = getattr(norm, "weight", None)
+        return weight, None if gain is None else gain.detach()
+
+    def vocabulary(self) -> list[str]:
+        """Each token id decoded on its own (what the browser prints for it)."""
+        rows = self.model.get_output_embeddings().weight.shape[0]
+        words = [self.tokenizer.decode([i]) for i in range(min(len(self.tokenizer), rows))]
+        return words + [""] * (rows - len(words))  # padding rows of the embedding: no token
+
     @torch.inference_mode()
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids.to(self.device), use_cache=False).logits

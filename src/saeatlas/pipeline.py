@@ -67,6 +67,7 @@ class Stage:
 
 CODE = "src/saeatlas/"
 SAE_DIR = "results/saes/{model}/layer{layer}/n{size}"
+FEATURES_DIR = "results/features/{model}/layer{layer}/n{size}"
 SAE_CODE = (CODE + "sae/model.py", CODE + "sae/sparse.py", CODE + "sae/io.py")
 SAE_TRAINING_PARAMS = tuple(f"sae.{f.name}" for f in fields(SAEParams) if f.name != "sizes")
 # Code every stage runs through (parameter handling, stage wiring, output writing).
@@ -150,6 +151,27 @@ STAGES: tuple[Stage, ...] = (
         outputs=(
             Output("metrics", SAE_DIR + "/metrics.json", metric=True),
             Output("density", SAE_DIR + "/density_histogram.csv", plot={"x": "log10_density", "y": "latents"}),
+        ),
+        wildcards=("layer", "size"),
+        uses_device=True,
+    ),
+    Stage(
+        name="features",
+        help="Encode the held-out tokens once; per-feature density, top and sampled contexts, logit lens.",
+        params=("features", "model.dtype"),
+        code=(*COMMON, *SAE_CODE, CODE + "features.py", CODE + "codes.py", CODE + "activations.py",
+              CODE + "lm.py", CODE + "tracking.py"),
+        inputs=(
+            SAE_DIR + "/sae_weights.safetensors",
+            SAE_DIR + "/cfg.json",
+            "results/activations/{model}/layer{layer}",
+            "results/models/{model}",
+        ),
+        outputs=(
+            Output("codes", FEATURES_DIR + "/codes", directory=True),
+            Output("features", FEATURES_DIR + "/features.parquet"),
+            Output("contexts", FEATURES_DIR + "/contexts.parquet"),
+            Output("metrics", FEATURES_DIR + "/metrics.json", metric=True),
         ),
         wildcards=("layer", "size"),
         uses_device=True,

@@ -205,3 +205,50 @@ def run_evaluate(params: Params, layer: int, size: int, device: str = "auto") ->
                  size, rec["fvu"], rec["l0"], rec["dead_fraction"], rec["dense_fraction"],
                  ce["ce_loss_recovered"], ce["delta_ce"], ce["kl_sae"])
     return metrics
+
+
+def run_features(params: Params, layer: int, size: int, device: str = "auto") -> dict[str, Any]:
+    """Encode the held-out split with one SAE and derive the feature browser's data (``features.py``)."""
+    import shutil
+
+    from saeatlas.activations import ActivationStore
+    from saeatlas.features import (activation_at, contexts_table, encode_store, feature_stats, features_table,
+                                   logit_lens, select_examples, summary_metrics, windows, write_parquet_atomic)
+    from saeatlas.lm import load_model
+    from saeatlas.sae.io import load_sae
+
+    _check_wildcards(params, layer, size)
+    fp = params.features
+    out = lambda name: _sae_out("features", name, params, layer, size)  # noqa: E731
+    with stage_run("features", params, RESULTS, {"layer": layer, "size": size}, group={"layer": layer}) as run:
+        t0 = time.perf_counter()
+        lm = load_model(_model_dir(params), params.model.dtype, device)
+        sae, _ = load_sae(_sae_out("train_sae", "weights", params, layer, size).parent, lm.device)
+        store = ActivationStore.open(_store_dir(params, layer) / "eval")
+        codes_dir = out("codes")
+        partial = codes_dir.with_name(codes_dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        codes = encode_store(sae, store, partial, fp.batch_size, fp.max_active, lm.device)
+        shutil.rmtree(codes_dir, ignore_errors=True)
+        partial.rename(codes_dir)
+        encode_seconds = time.perf_counter() - t0
+        from saeatlas.codes import SparseCodes
+
+        codes = SparseCodes.open(codes_dir)
+        stats = feature_stats(codes)
+        examples = select_examples(codes, stats.max, fp)
+        positions = int(store.manifest["positions_per_context"])
+        rows = windows(examples["row"], positions, fp.window_before, fp.window_after)
+        acts = activation_at(codes, examples["feature"], rows)
+        unembed, gain = lm.unembedding()
+        lens = logit_lens(sae.decoder.detach(), unembed, gain, fp.logit_lens_k)
+        write_parquet_atomic(features_table(stats, lens, lm.vocabulary()), out("features"))
+        write_parquet_atomic(contexts_table(examples, rows, acts, store.tokens(), store.doc_ids(), positions),
+                             out("contexts"))
+        metrics = {**summary_metrics(stats, examples, codes), "encode_seconds": encode_seconds,
+                   "encode_tokens_per_second": store.n_tokens / max(encode_seconds, 1e-9)}
+        write_metrics(out("metrics"), metrics)
+        run.log_metrics({**metrics, "seconds": time.perf_counter() - t0})
+        log.info("n=%d: %d alive, L0 %.1f, %d top + %d sampled examples", size, metrics["alive_latents"],
+                 metrics["l0"], metrics["top_examples"], metrics["quantile_examples"])
+    return metrics
