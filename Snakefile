@@ -17,6 +17,7 @@ include: "workflow/rules/corpus.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/sae.smk"
 include: "workflow/rules/features.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:

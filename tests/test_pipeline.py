@@ -91,8 +91,16 @@ def test_snakemake_and_dvc_run_the_same_graph(tmp_path: Path, params: str) -> No
     assert set(snake) == set(dvc)
     raw = yaml.safe_load((proj / "params.yaml").read_text())
     n_layers, n_sizes = len(raw["model"]["layers"]), len(raw["sae"]["sizes"])
-    # model, corpus, activations, then train_sae, evaluate, features per size
-    assert len(dvc) == 2 + n_layers + 3 * n_layers * n_sizes
+    # model, corpus, activations, train_sae/evaluate/features per size, splitting and scaling
+    assert len(dvc) == 2 + n_layers + 3 * n_layers * n_sizes + 2 * n_layers
+    for job, stage in ((j, STAGE[j.split("@")[0]]) for j in snake):
+        # DVC has no gather: it depends on the directory that holds every size's file
+        gathered = {p for p in snake[job]["inputs"] if any(
+            re.fullmatch(re.escape(t).replace(r"\{model\}", r"[^/]+").replace(r"\{layer\}", r"\d+")
+                         .replace(r"\{size\}", r"\d+"), p) for t in stage.gathered)}
+        sizes = {int(m) for p in gathered for m in re.findall(r"/n(\d+)(?:/|$)", p)}
+        assert not gathered or sizes == set(raw["sae"]["sizes"]), job  # one copy per size
+        snake[job]["inputs"] = (snake[job]["inputs"] - gathered) | {re.sub(r"/n\d+(/.*)?$", "", p) for p in gathered}
     assert f"train_sae@{raw['model']['layers'][-1]}-{raw['sae']['sizes'][-1]}" in dvc
     for job in dvc:
         assert snake[job] == dvc[job], job

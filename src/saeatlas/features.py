@@ -137,9 +137,9 @@ class BestPerGroup:
 def _uniform_keys(rows: np.ndarray, features: np.ndarray, n_latents: int, seed: int) -> np.ndarray:
     """A deterministic pseudo-random number in [0, 1) per (row, feature): splitmix64 of the pair.
     Deterministic so that the sample is a pure function of the codes and the seed."""
-    z = (rows.astype(np.uint64) * np.uint64(n_latents) + features.astype(np.uint64)
-         + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps modulo 2^64 by design
+        z = (rows.astype(np.uint64) * np.uint64(n_latents) + features.astype(np.uint64)
+             + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
         z = z + np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)

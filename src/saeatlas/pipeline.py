@@ -44,6 +44,10 @@ class Stage:
     inputs: tuple[str, ...] = ()
     outputs: tuple[Output, ...] = ()
     wildcards: tuple[str, ...] = ()  # one job per combination, e.g. ("layer", "size")
+    # Inputs gathered over every dictionary size (templates with "/n{size}" in them), for stages
+    # that compare sizes. Snakemake lists one file per size; DVC, which has no gather, depends on
+    # the directory above "/n{size}" (see ``gather_dir``).
+    gathered: tuple[str, ...] = ()
     uses_device: bool = False  # heavy torch work: takes --device (CPU or CUDA)
 
     def out(self, name: str, **values: Any) -> Path:
@@ -65,9 +69,19 @@ class Stage:
         return " ".join(parts + ["--log-file", log])
 
 
+def gather_dir(template: str) -> str:
+    """The directory holding every size's copy of a gathered input: ``.../layer{layer}``."""
+    head, sep, _ = template.partition("/n{size}")
+    if not sep:
+        raise ValueError(f"gathered input {template!r} has no '/n{{size}}' part")
+    return head
+
+
 CODE = "src/saeatlas/"
 SAE_DIR = "results/saes/{model}/layer{layer}/n{size}"
 FEATURES_DIR = "results/features/{model}/layer{layer}/n{size}"
+# {name} is filled here, the rest per job: results/analysis/<name>/<model>/layer<L>/ (+ .metrics.json)
+ANALYSIS_DIR = "results/analysis/{name}/{{model}}/layer{{layer}}"
 SAE_CODE = (CODE + "sae/model.py", CODE + "sae/sparse.py", CODE + "sae/io.py")
 SAE_TRAINING_PARAMS = tuple(f"sae.{f.name}" for f in fields(SAEParams) if f.name != "sizes")
 # Code every stage runs through (parameter handling, stage wiring, output writing).
@@ -176,6 +190,37 @@ STAGES: tuple[Stage, ...] = (
         wildcards=("layer", "size"),
         uses_device=True,
     ),
+    Stage(
+        name="splitting",
+        help="Match features across adjacent dictionary sizes; split families, identical/split/novel fractions vs nulls.",
+        params=("splitting", "sae.sizes"),
+        code=(*COMMON, *SAE_CODE, CODE + "analysis/splitting.py", CODE + "analysis/output.py", CODE + "codes.py",
+              CODE + "tracking.py"),
+        gathered=(SAE_DIR + "/sae_weights.safetensors", SAE_DIR + "/cfg.json", FEATURES_DIR + "/codes"),
+        outputs=(
+            Output("report", ANALYSIS_DIR.format(name="splitting"), directory=True),
+            Output("metrics", ANALYSIS_DIR.format(name="splitting") + ".metrics.json", metric=True),
+        ),
+        wildcards=("layer",),
+    ),
+    Stage(
+        name="scaling",
+        help="Alive/dead/density power laws in dictionary size; feature completeness of shipped concept lists.",
+        params=("scaling", "sae.sizes"),
+        code=(*COMMON, CODE + "analysis/scaling.py", CODE + "analysis/output.py", CODE + "codes.py",
+              CODE + "data/concepts", CODE + "tracking.py"),
+        inputs=(
+            "results/activations/{model}/layer{layer}",
+            "results/corpus/train_contexts.npy",
+            "results/models/{model}",
+        ),
+        gathered=(FEATURES_DIR + "/codes",),
+        outputs=(
+            Output("report", ANALYSIS_DIR.format(name="scaling"), directory=True),
+            Output("metrics", ANALYSIS_DIR.format(name="scaling") + ".metrics.json", metric=True),
+        ),
+        wildcards=("layer",),
+    ),
 )
 
 STAGE = {s.name: s for s in STAGES}
@@ -198,7 +243,8 @@ def dvc_stage(stage: Stage) -> dict[str, Any]:
     log = path(stage.log_path())
     body: dict[str, Any] = {
         "cmd": stage.command(log=log, wildcard_values={w: "${item.%s}" % w for w in stage.wildcards}),
-        "deps": [*stage.code, *(path(p) for p in stage.inputs)],
+        "deps": [*stage.code, *(path(p) for p in stage.inputs),
+                 *dict.fromkeys(path(gather_dir(p)) for p in stage.gathered)],
         "params": list(stage.params),
         "outs": [path(o.path) for o in stage.outputs if not (o.metric or o.plot)] + [{log: {"cache": False}}],
     }

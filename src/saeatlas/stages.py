@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from saeatlas.artifacts import write_metrics
 from saeatlas.config import Params
 from saeatlas.errors import ParamsError
@@ -252,3 +254,77 @@ def run_features(params: Params, layer: int, size: int, device: str = "auto") ->
         log.info("n=%d: %d alive, L0 %.1f, %d top + %d sampled examples", size, metrics["alive_latents"],
                  metrics["l0"], metrics["top_examples"], metrics["quantile_examples"])
     return metrics
+
+
+def _analysis_config(cls: Any, params: Params, section: str) -> Any:
+    """The analysis's frozen config from its params section; its range checks name the key."""
+    try:
+        return cls.from_params(params.section(section))
+    except ValueError as exc:
+        message = str(exc)
+        raise ParamsError(message if message.startswith(section) else f"{section}: {message}") from exc
+
+
+def _write_analysis(name: str, params: Params, layer: int, output: Any, run: Any) -> None:
+    from saeatlas.analysis.output import write_output
+
+    stage = STAGE[name]
+    write_output(output, stage.out("report", model=params.model.name, layer=layer),
+                 stage.out("metrics", model=params.model.name, layer=layer), params.hash())
+    run.log_metrics(output.metrics)
+
+
+def _codes(params: Params, layer: int, size: int) -> Any:
+    from saeatlas.codes import SparseCodes
+
+    return SparseCodes.open(_sae_out("features", "codes", params, layer, size))
+
+
+def run_splitting(params: Params, layer: int) -> dict[str, Any]:
+    """Match the features of each pair of adjacent sizes (``analysis/splitting.py``)."""
+    from saeatlas.analysis.splitting import SplittingConfig, SplittingInputs, run
+    from saeatlas.sae.io import load_sae
+
+    _check_wildcards(params, layer)
+    cfg = _analysis_config(SplittingConfig, params, "splitting")
+    sizes = tuple(sorted(params.sae.sizes))
+    if len(sizes) < 2:
+        raise ParamsError(f"sae.sizes: the splitting analysis compares sizes; got only {list(sizes)}")
+    with stage_run("splitting", params, RESULTS, {"layer": layer}) as run_:
+        decoders = {n: load_sae(_sae_out("train_sae", "weights", params, layer, n).parent)[0]
+                    .decoder.detach().numpy() for n in sizes}
+        codes = {n: _codes(params, layer, n).csr() for n in sizes}
+        output = run(cfg, SplittingInputs(sizes, decoders, codes))
+        _write_analysis("splitting", params, layer, output, run_)
+    return output.metrics
+
+
+def run_scaling(params: Params, layer: int) -> dict[str, Any]:
+    """Feature counts and densities against size; concept completeness (``analysis/scaling.py``)."""
+    from saeatlas.activations import ActivationStore
+    from saeatlas.analysis.scaling import (ScalingConfig, ScalingInputs, load_concepts, run, tokenize_concepts,
+                                           word_boundaries)
+    from saeatlas.corpus import CorpusSplit
+    from saeatlas.lm import load_tokenizer
+
+    _check_wildcards(params, layer)
+    cfg = _analysis_config(ScalingConfig, params, "scaling")
+    sizes = tuple(sorted(params.sae.sizes))
+    with stage_run("scaling", params, RESULTS, {"layer": layer}) as run_:
+        tokenizer = load_tokenizer(_model_dir(params))
+        encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+        store = ActivationStore.open(_store_dir(params, layer) / "eval")
+        train = CorpusSplit.open(STAGE["corpus"].out("manifest").parent, "train")
+        inputs = ScalingInputs(
+            sizes=sizes,
+            codes={n: _codes(params, layer, n).csr() for n in sizes},
+            positions_per_context=int(store.manifest["positions_per_context"]),
+            eval_tokens=np.asarray(store.tokens()),
+            train_contexts=train.contexts,
+            concepts=tokenize_concepts(load_concepts(cfg.categories), encode),
+            train_has_bos=train.manifest["bos_token_id"] is not None,
+            boundaries=word_boundaries([tokenizer.decode([i]) for i in range(len(tokenizer))]),
+        )
+        output = run(cfg, inputs)
+        _write_analysis("scaling", params, layer, output, run_)
+    return output.metrics

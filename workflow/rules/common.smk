@@ -35,7 +35,8 @@ def _path(template):
 
 def stage_inputs(name):
     stage = STAGE[name]
-    return [*stage.code, *(_path(p) for p in stage.inputs)]
+    gathered = [_path(p).replace("{size}", str(size)) for p in stage.gathered for size in WILDCARD_VALUES["size"]]
+    return [*stage.code, *(_path(p) for p in stage.inputs), *gathered]
 
 
 def stage_outputs(name):

@@ -1,0 +1,445 @@
+"""Scaling analyses on planted truth: power laws, feature completeness, collapse, and the matcher.
+
+The synthetic cases are built end to end through ``scaling.run``: a token stream in which
+concept tokens occur with known frequencies, and sparse codes in which a latent that fires
+exactly on a concept's tokens exists with a known logistic probability in
+log10(frequency x alive). The analysis must find that logistic's 50% point within its CI,
+find the known power-law exponent within its CI, and say "not estimable" when nothing is planted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import fields
+
+import numpy as np
+import pytest
+from scipy import sparse, special
+
+from saeatlas.analysis import scaling as sc
+from saeatlas.analysis.output import write_output
+
+FAST = dict(progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# Synthetic cases
+# --------------------------------------------------------------------------------------
+
+BOS = 1
+BACKGROUND = (10_000, 11_000)  # token ids of the filler text (concept ids are < 10_000)
+
+
+def fake_encoder() -> tuple[dict[str, int], callable]:
+    """One new token id per distinct string: " concept7" and "Concept7" are different tokens,
+    as in a BPE vocabulary."""
+    vocab: dict[str, int] = {}
+
+    def encode(text: str) -> list[int]:
+        return [vocab.setdefault(text, 100 + len(vocab))]
+
+    return vocab, encode
+
+
+def random_codes(rng: np.random.Generator, N: int, n: int, live: np.ndarray, k: int,
+                 extra_rows: list[np.ndarray] = (), extra_cols: list[np.ndarray] = ()) -> sparse.csr_matrix:
+    """Codes [N, n]: every row has k latents drawn from ``live`` (each of them firing at least
+    once), plus the planted (row, latent) entries."""
+    cover_rows = rng.choice(N, size=len(live), replace=len(live) > N)
+    rows = [np.repeat(np.arange(N), k), cover_rows, *extra_rows]
+    cols = [live[rng.integers(0, len(live), N * k)], live, *extra_cols]
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    m = sparse.csr_matrix((rng.uniform(0.1, 2.0, len(r)).astype(np.float32), (r, c)), shape=(N, n))
+    m.sum_duplicates()
+    return m
+
+
+def completeness_case(planted: str | None, seed: int = 0, n_concepts: int = 150, n_few: int = 3,
+                      sizes: tuple[int, ...] = (1000, 4000, 16000, 64000),
+                      alive: tuple[int, ...] = (900, 2800, 8000, 20000),
+                      x50: float = -0.3, u50: float = -4.0, slope: float = 2.5,
+                      eval_occurrences: int = 6, k: int = 8) -> tuple[sc.ScalingInputs, dict]:
+    """A stream and codes with planted concept latents.
+
+    planted = "rescaled": P(latent for c exists at size n) = sigmoid(slope (log10(f_c A_n) - x50));
+    planted = "unrescaled": = sigmoid(slope (log10 f_c - u50)) (no dependence on A_n);
+    planted = None: no concept latents at all.
+    ``n_few`` extra concepts occur only twice in the evaluation rows (must be excluded).
+    """
+    rng = np.random.default_rng(seed)
+    vocab, encode = fake_encoder()
+    C = n_concepts + n_few
+    concepts = sc.tokenize_concepts([sc.Concept(f"concept{i}", "synthetic") for i in range(C)], encode)
+    ids = np.array([vocab[f" concept{i}"] for i in range(C)])
+
+    # training split: 16000 contexts of BOS + 64 tokens; concept c occurs exactly counts[c] times
+    n_ctx, T = 16_000, 64
+    n_text = n_ctx * T
+    target_f = 10 ** rng.uniform(-5.5, -2.5, C)
+    counts = np.maximum(np.round(target_f * n_text).astype(int), 1)
+    text = rng.integers(*BACKGROUND, n_text)
+    where = rng.choice(n_text, counts.sum(), replace=False)
+    text[where] = np.repeat(ids, counts)
+    train = np.column_stack([np.full(n_ctx, BOS), text.reshape(n_ctx, T)])
+    freq = counts / n_text
+
+    # evaluation rows: 400 contexts x 63 positions; each concept at known rows
+    P, n_eval_ctx = 63, 400
+    N = P * n_eval_ctx
+    eval_tokens = rng.integers(*BACKGROUND, N)
+    n_rows = np.r_[np.full(n_concepts, eval_occurrences), np.full(n_few, 2)]
+    all_rows = rng.choice(N, n_rows.sum(), replace=False)
+    concept_rows = np.split(all_rows, np.cumsum(n_rows)[:-1])
+    for c, rows in enumerate(concept_rows):
+        eval_tokens[rows] = ids[c]
+
+    codes, exists = {}, {}
+    for n, a in zip(sizes, alive):
+        x = np.log10(freq * a)
+        if planted == "rescaled":
+            p = special.expit(slope * (x - x50))
+        elif planted == "unrescaled":
+            p = special.expit(slope * (np.log10(freq) - u50))
+        else:
+            p = np.zeros(C)
+        has = rng.random(C) < p
+        has[n_concepts:] = False
+        planted_ids = np.flatnonzero(has)
+        extra_rows = [concept_rows[c] for c in planted_ids]
+        extra_cols = [np.full(len(concept_rows[c]), j) for j, c in enumerate(planted_ids)]
+        live = np.arange(len(planted_ids), a)  # latents >= a never fire: dead
+        codes[n] = random_codes(rng, N, n, live, k, extra_rows, extra_cols)
+        exists[n] = has
+    inputs = sc.ScalingInputs(sizes=sizes, codes=codes, positions_per_context=P, eval_tokens=eval_tokens,
+                              train_contexts=train, concepts=concepts, train_has_bos=True)
+    return inputs, {"freq": freq, "exists": exists, "alive": dict(zip(sizes, alive)), "n_judged": n_concepts,
+                    "n_few": n_few}
+
+
+def power_law_case(alpha: float = 0.8, prefactor: float = 2.0, sizes: tuple[int, ...] = (512, 1024, 2048, 4096, 8192),
+                   singleton_fraction: float = 0.2, seed: int = 1) -> tuple[sc.ScalingInputs, dict[int, int]]:
+    """Codes whose alive counts are round(prefactor * n^alpha); a fixed fraction of the alive
+    latents fire on a single token (they make the count depend on the evaluation set)."""
+    rng = np.random.default_rng(seed)
+    P, n_ctx, k = 50, 400, 8
+    N = P * n_ctx
+    codes, expected = {}, {}
+    for n in sizes:
+        a = int(round(prefactor * n ** alpha))
+        n_single = int(round(singleton_fraction * a))
+        live = np.arange(n_single, a)
+        singles = np.arange(n_single)
+        codes[n] = random_codes(rng, N, n, live, k, [rng.choice(N, n_single, replace=False)], [singles])
+        expected[n] = a
+    inputs = sc.ScalingInputs(sizes=tuple(sizes), codes=codes, positions_per_context=P,
+                              eval_tokens=rng.integers(*BACKGROUND, N),
+                              train_contexts=rng.integers(*BACKGROUND, (10, 65)), concepts=[])
+    return inputs, expected
+
+
+# --------------------------------------------------------------------------------------
+# Acceptance: completeness
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def planted_run() -> tuple[sc.AnalysisOutput, dict, sc.ScalingInputs]:
+    inputs, truth = completeness_case("rescaled")
+    out = sc.run(sc.ScalingConfig(n_bootstrap=200, **FAST), inputs)
+    return out, truth, inputs
+
+
+def test_completeness_recovers_planted_50_percent_point(planted_run):
+    out, truth, _ = planted_run
+    m = out.metrics
+    # the stream and codes are what the analysis sees: alive counts and exclusions
+    for n, a in truth["alive"].items():
+        assert m[f"n{n}.alive"] == a
+    assert m["completeness.concepts_judged"] == truth["n_judged"]
+    assert m["completeness.concepts_excluded"] == truth["n_few"] == m["completeness.concepts_excluded_few_eval"]
+    # every planted latent is found, and nothing else
+    rows = out.tables["concept_judgements"]
+    found = {(r["concept"], r["size"]): r["exists"] for r in rows}
+    planted = {(f"concept{c}", n): int(truth["exists"][n][c]) for n in truth["alive"] for c in range(truth["n_judged"])}
+    assert found == planted
+    # the known 50% point (x50 = -0.3) lies in the reported CI, and the CI is informative
+    assert m["completeness.x50_estimated"] == 1 and m["completeness.x50_ci_estimated"] == 1
+    lo, hi = m["completeness.x50_ci_low"], m["completeness.x50_ci_high"]
+    assert lo <= -0.3 <= hi, (lo, m["completeness.x50"], hi)
+    assert hi - lo < 0.6
+    assert hi < 0.0  # planted "below 1 / alive" by 0.3 decades: the CI must tell it from 0
+    assert m["completeness.freq50_times_alive"] == pytest.approx(10 ** m["completeness.x50"])
+    # the frequencies the analysis measured are the planted ones
+    freq = {r["concept"]: r["frequency"] for r in out.tables["concepts"]}
+    assert freq["concept0"] == pytest.approx(truth["freq"][0])
+
+
+def test_completeness_curves_collapse_when_planted_on_rescaled_axis(planted_run):
+    m = planted_run[0].metrics
+    assert m["completeness.collapse.lr_estimated"] == 1
+    assert m["completeness.collapse.lr_pvalue"] > 0.01  # one shared curve in x is not rejected ...
+    assert m["completeness.collapse.lr_pvalue_unrescaled"] < 1e-3  # ... one in log10 f is
+    assert m["completeness.collapse.sizes_with_x50"] == 4
+    assert m["completeness.collapse.spread_ratio"] < 0.5
+
+
+def test_collapse_is_rejected_when_curves_ignore_alive_count():
+    inputs, _ = completeness_case("unrescaled", seed=3)
+    m = sc.run(sc.ScalingConfig(n_bootstrap=0, **FAST), inputs).metrics
+    assert m["completeness.collapse.lr_pvalue"] < 1e-3
+    assert m["completeness.collapse.lr_pvalue_unrescaled"] > 0.01
+    assert m["completeness.collapse.spread_ratio"] > 2.0
+
+
+def test_null_reports_no_50_percent_point():
+    inputs, truth = completeness_case(None, seed=2)
+    out = sc.run(sc.ScalingConfig(n_bootstrap=50, **FAST), inputs)
+    m = out.metrics
+    assert m["completeness.pairs_exist"] == 0
+    assert m["completeness.x50_estimated"] == 0
+    assert not any(key.startswith(("completeness.x50_ci", "completeness.freq50")) for key in m)
+    assert "completeness.x50" not in m and "completeness.slope" not in m
+    summary = out.documents["scaling_summary"]["completeness"]
+    assert summary["x50"] is None
+    pairs = truth["n_judged"] * len(truth["alive"])
+    assert f"only 0 of {pairs} (concept, size) pairs" in summary["x50_reason"]
+    assert any("not estimated" in note for note in out.documents["scaling_summary"]["notes"])
+    assert m["completeness.collapse.lr_estimated"] == 0
+
+
+def test_output_is_writable_and_finite(planted_run, tmp_path):
+    out = planted_run[0]
+    assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in out.metrics.values())
+    write_output(out, tmp_path / "scaling", tmp_path / "metrics.json", "hash")
+    assert json.loads((tmp_path / "metrics.json").read_text())["n1000.alive"] == 900
+    for name in ("alive_power_law", "density_distribution", "completeness_curves"):
+        assert (tmp_path / "scaling" / "figures" / f"{name}.png").stat().st_size > 1000
+    assert (tmp_path / "scaling" / "figures" / "completeness.plotly.json").is_file()
+    for name in ("sizes", "concept_judgements", "concepts", "power_law_fits", "completeness_per_size"):
+        assert (tmp_path / "scaling" / "tables" / f"{name}.csv").is_file()
+
+
+# --------------------------------------------------------------------------------------
+# Acceptance: power laws
+# --------------------------------------------------------------------------------------
+
+
+def test_power_law_recovers_exponent():
+    inputs, expected = power_law_case(alpha=0.8)
+    out = sc.run(sc.ScalingConfig(n_bootstrap=300, **FAST), inputs)
+    m = out.metrics
+    for n, a in expected.items():
+        assert m[f"n{n}.alive"] == a
+        assert m[f"n{n}.dead_fraction"] == pytest.approx(1 - a / n)
+    assert m["alive_power_law.estimated"] == 1
+    lo, hi = m["alive_power_law.exponent_ci_low"], m["alive_power_law.exponent_ci_high"]
+    assert lo <= 0.8 <= hi, (lo, m["alive_power_law.exponent"], hi)
+    assert hi - lo < 0.05  # and the interval is narrow enough to exclude 0.75 and 0.85
+    assert m["alive_power_law.exponent"] == pytest.approx(0.8, abs=2e-3)
+    assert m["alive_power_law.prefactor"] == pytest.approx(2.0, rel=0.02)
+    # singletons are lost in resamples (p = 1/e), the same fraction at every size: the counts
+    # shift, the exponent does not
+    assert abs(m["alive_power_law.bootstrap_shift"]) < 0.01
+    assert m["n512.alive_bootstrap_sd"] > 0
+    # no concepts: completeness says so instead of inventing a number
+    assert m["completeness.concepts_judged"] == 0 and m["completeness.x50_estimated"] == 0
+
+
+def test_power_law_not_fitted_when_a_size_has_no_dead_latents():
+    inputs, expected = power_law_case(alpha=1.0, prefactor=1.0, sizes=(512, 1024, 2048))
+    m = sc.run(sc.ScalingConfig(n_bootstrap=20, **FAST), inputs).metrics
+    assert all(m[f"n{n}.dead"] == 0 for n in expected)
+    assert m["dead_power_law.estimated"] == 0 and "dead_power_law.exponent" not in m
+    assert m["alive_power_law.exponent"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_fit_power_law_exact():
+    sizes = [100, 200, 400, 800]
+    fit = sc.fit_power_law("alive", sizes, [3 * n ** 0.6 for n in sizes], None, 0.95)
+    assert fit.exponent == pytest.approx(0.6) and fit.prefactor == pytest.approx(3.0)
+    assert fit.se_fit == pytest.approx(0.0, abs=1e-9) and fit.ci_low is None
+
+
+# --------------------------------------------------------------------------------------
+# The logistic fit
+# --------------------------------------------------------------------------------------
+
+
+def test_firth_logistic_matches_mle_on_large_sample_and_stays_finite_under_separation():
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-3, 3, 20_000)
+    y = (rng.random(x.size) < special.expit(2.0 * (x - 0.5))).astype(float)
+    fit = sc.fit_logistic(x, y)
+    assert fit.converged and fit.slope == pytest.approx(2.0, rel=0.05) and fit.x50 == pytest.approx(0.5, abs=0.03)
+    xs = np.linspace(-1, 1, 20)
+    sep = sc.fit_logistic(xs, (xs > 0).astype(float))  # plain MLE would diverge
+    assert sep.converged and np.isfinite(sep.slope) and abs(sep.x50) < 0.1
+
+
+# --------------------------------------------------------------------------------------
+# Matching
+# --------------------------------------------------------------------------------------
+
+# a toy vocabulary (id -> decoded text) for the word-boundary masks
+TEXTS = {1: "<s>", 2: ".", 3: " the", 4: " and", 5: " Niger", 6: "ia", 7: " Papua", 8: " New", 9: " Guinea",
+         10: "-", 11: " Sudan", 12: " South", 13: "Niger", 14: " con", 15: "cat", 16: " cat", 17: "'s"}
+
+
+def toy_concepts() -> list[sc.TokenizedConcept]:
+    def concept(name: str, *forms: tuple[int, ...]) -> sc.TokenizedConcept:
+        return sc.TokenizedConcept(sc.Concept(name, "toy"), tuple(forms), tuple(name for _ in forms))
+
+    return [concept("Niger", (5,), (13,)), concept("Guinea", (9,)), concept("Papua New Guinea", (7, 8, 9)),
+            concept("Sudan", (11,)), concept("South Sudan", (12, 11)), concept("cat", (16,), (15,))]
+
+
+def test_matcher_boundaries_nesting_and_context_edges():
+    boundaries = sc.word_boundaries([TEXTS.get(i, "") for i in range(20)])
+    assert boundaries.glued_left[6] and not boundaries.glued_left[5] and boundaries.glued_right[5]
+    ctx = np.array([
+        [1, 5, 6, 3, 5, 2, 13, 3],    # " Niger"+"ia" is Nigeria (no); " Niger" (yes); "Niger" after "." (yes)
+        [1, 7, 8, 9, 3, 9, 10, 3],    # Papua New Guinea (its " Guinea" is not Guinea); " Guinea" + "-" (yes)
+        [1, 12, 11, 3, 11, 4, 14, 15],  # South Sudan, Sudan; "cat" inside " con"+"cat" (no)
+        [1, 3, 16, 17, 3, 7, 8, 12],  # " cat" + "'s" (yes); " Papua New" cut by the row end (no)
+        [1, 9, 16, 2, 2, 3, 3, 7],    # " Guinea" at row start after BOS (yes), " cat" (yes)
+    ])
+    counts = sc.count_occurrences(toy_concepts(), ctx, boundaries, skip_first_column=True)
+    assert counts.n_tokens == 5 * 7
+    assert counts.counts.tolist() == [2, 2, 1, 1, 1, 2]
+    # without boundary masks, Nigeria's "Niger" and concat's "cat" are (wrongly) counted
+    loose = sc.count_occurrences(toy_concepts(), ctx, None, skip_first_column=True)
+    assert loose.counts.tolist() == [3, 2, 1, 1, 1, 3]
+    # a name split across two contexts is not an occurrence
+    split = np.array([[3, 3, 7, 8], [9, 3, 3, 3]])
+    assert sc.count_occurrences(toy_concepts(), split, boundaries).counts.tolist() == [0, 1, 0, 0, 0, 0]
+
+
+def test_find_occurrences_rows_and_spans():
+    boundaries = sc.word_boundaries([TEXTS.get(i, "") for i in range(20)])
+    P = 6
+    flat = np.array([3, 7, 8, 9, 3, 5,   # Papua New Guinea at rows 1..3; " Niger" at 5 (row end)
+                     6, 12, 11, 3, 3, 3])  # "ia" starts the next context: " Niger" above still counts
+    occ = sc.find_occurrences(toy_concepts(), flat, P, boundaries)
+    got = sorted(zip(occ.concept.tolist(), occ.start.tolist(), occ.length.tolist()))
+    assert got == [(0, 5, 1), (2, 1, 3), (4, 7, 2)]
+    assert occ.counts().tolist() == [1, 0, 1, 0, 1, 0]
+    assert sorted(occ.token_rows()[1].tolist()) == [1, 2, 3, 5, 7, 8]
+    assert occ.last[occ.concept == 2].tolist() == [3]
+    with pytest.raises(ValueError):
+        sc.find_occurrences(toy_concepts(), flat[:-1], P)
+
+
+def test_counting_is_vectorised_on_a_million_tokens():
+    """~1M tokens and ~650 concepts with 1..8-token forms: exact counts, in seconds."""
+    rng = np.random.default_rng(7)
+    n_ctx, T = 8000, 128
+    arr = rng.integers(20_000, 40_000, (n_ctx, T))
+    concepts, truth = [], []
+    next_id = 100
+    for i in range(650):
+        L = 1 + i % 8
+        form = tuple(range(next_id, next_id + L))
+        next_id += L
+        concepts.append(sc.TokenizedConcept(sc.Concept(f"c{i}", "toy"), (form,), (f"c{i}",)))
+        truth.append(int(rng.integers(0, 30)))
+    starts = rng.choice(n_ctx * (T // 8), sum(truth), replace=False) * 8  # 8-token slots never overlap
+    owner = np.repeat(np.arange(650), truth)
+    flat = arr.reshape(-1)
+    for s, c in zip(starts, owner):
+        form = concepts[c].forms[0]
+        flat[s:s + len(form)] = form
+    t0 = time.perf_counter()
+    counts = sc.count_occurrences(concepts, arr)
+    elapsed = time.perf_counter() - t0
+    assert counts.counts.tolist() == truth
+    assert elapsed < 30, f"counting took {elapsed:.1f} s"
+
+
+# --------------------------------------------------------------------------------------
+# Judgement
+# --------------------------------------------------------------------------------------
+
+
+def test_judge_concepts_precision_recall_and_best_latent():
+    N = 40
+    # concept 0: a 2-token name at rows (4,5), (14,15), (24,25), (34,35); concept 1: rows 2, 12
+    occ = sc.Occurrences(concept=np.array([0, 0, 0, 0, 1, 1]), start=np.array([4, 14, 24, 34, 2, 12]),
+                         length=np.array([2, 2, 2, 2, 1, 1]), n_concepts=3)
+    entries = {
+        0: [5, 15, 25],              # last token of 3 of 4 occurrences: P = 1, R = 0.75
+        1: [4, 5, 14, 15, 24, 25, 34, 35],  # every token: P = 1, R = 1 -> best for concept 0
+        2: [4, 0, 1, 3, 6, 7, 8, 9],  # P = 1/8 for concept 0
+        3: [2, 12, 20, 21, 22],       # concept 1: P = 2/5 < 0.5, R = 1 -> no latent
+    }
+    r = np.concatenate([np.array(v) for v in entries.values()])
+    c = np.concatenate([np.full(len(v), j) for j, v in entries.items()])
+    codes = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(N, 6))
+    j = sc.judge_concepts(codes, occ, 0.5, 0.5)
+    assert j.exists.tolist() == [True, False, False]
+    assert j.best_feature[0] == 1 and j.precision[0] == 1.0 and j.recall[0] == 1.0
+    assert j.best_feature[1] == 3 and j.precision[1] == pytest.approx(0.4) and j.recall[1] == 1.0
+    assert j.best_feature[2] == -1  # no occurrences
+    strict = sc.judge_concepts(codes, occ, 0.3, 0.5)  # with a lower precision bar concept 1 qualifies
+    assert strict.exists.tolist() == [True, True, False]
+
+
+# --------------------------------------------------------------------------------------
+# Concept lists, tokenisation, configuration
+# --------------------------------------------------------------------------------------
+
+
+def test_shipped_concept_lists():
+    counts = {cat: len(sc.load_concepts([cat])) for cat in sc.CATEGORIES}
+    assert counts["elements"] == 118 and counts["countries"] == 193 and counts["capitals"] == 193
+    assert counts["animals"] >= 100 and counts["foods"] >= 100
+    for cat in sc.CATEGORIES:
+        header = (sc.CONCEPT_DIR / f"{cat}.txt").read_text(encoding="utf-8").splitlines()[0]
+        assert header.startswith("#")
+    names = [name.lower() for c in sc.load_concepts() for name in c.names]
+    # the one name in two lists is documented in both files (country Turkey, animal turkey)
+    assert sorted({n for n in names if names.count(n) > 1}) == ["turkey"]
+    with pytest.raises(ValueError):
+        sc.load_concepts(["planets"])
+
+
+def test_tokenize_concepts_forms_and_conflicts():
+    vocab, encode = fake_encoder()
+    concepts = [sc.Concept("Turkey", "countries"), sc.Concept("turkey", "animals", ("turkeys",)),
+                sc.Concept("Georgia", "countries"), sc.Concept("Georgia", "states")]
+    tc = sc.tokenize_concepts(concepts, encode)
+    assert set(tc[0].surfaces) == {" Turkey", "Turkey"}
+    assert set(tc[1].surfaces) == {" turkey", "turkey", " turkeys", "turkeys", " Turkeys", "Turkeys"}
+    assert set(tc[1].dropped) == {" Turkey", "Turkey"}  # explicit beats derived capitalisation
+    assert tc[2].forms == () and tc[3].forms == ()  # claimed explicitly twice: dropped from both
+    assert all(len(f) == 1 for t in tc for f in t.forms)
+
+
+def test_real_lists_tokenise_without_conflicts_beyond_turkey():
+    _, encode = fake_encoder()  # string-level identity: conflicts are conflicts of spelling
+    tc = sc.tokenize_concepts(sc.load_concepts(), encode)
+    assert [t.name for t in tc if t.dropped] == ["turkey"]
+    assert all(t.forms for t in tc)
+
+
+def test_config_from_params():
+    default = sc.ScalingConfig()
+    section = {f.name: getattr(default, f.name) for f in fields(sc.ScalingConfig)}
+    section["categories"] = ["elements", "animals"]
+    cfg = sc.ScalingConfig.from_params(section)
+    assert cfg.categories == ("elements", "animals") and cfg.n_bootstrap == default.n_bootstrap
+    assert sc.ScalingConfig.from_params({}) == default
+    with pytest.raises(ValueError, match="unknown key"):
+        sc.ScalingConfig.from_params({"n_boot": 5})
+    with pytest.raises(ValueError):
+        sc.ScalingConfig(categories=("planets",))
+    with pytest.raises(ValueError):
+        sc.ScalingConfig(precision_threshold=0.0)
+
+
+def test_run_rejects_misaligned_inputs():
+    inputs, _ = power_law_case(sizes=(512, 1024))
+    inputs.codes[512] = inputs.codes[512][:-1]
+    with pytest.raises(ValueError, match="shape"):
+        sc.run(sc.ScalingConfig(n_bootstrap=0, **FAST), inputs)
