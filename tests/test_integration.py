@@ -111,7 +111,8 @@ def test_snakemake_smoke_study_writes_checked_content(snakemake_project: Path) -
 
     # One log per job; a second run has nothing to do.
     logs = ["model.log", "corpus.log", "activations-layer15.log"]
-    logs += [f"{stage}-layer15-size{n}.log" for stage in ("train_sae", "evaluate") for n in params.sae.sizes]
+    logs += [f"{stage}-layer15-size{n}.log" for stage in ("train_sae", "evaluate", "features") for n in params.sae.sizes]
+    logs += ["splitting-layer15.log", "scaling-layer15.log"]
     for log in logs:
         assert "INFO" in (proj / "results/logs" / log).read_text()
     again = run([tool("snakemake"), "--cores", "2", "--configfile", "params/smoke.yaml"], proj)
@@ -164,6 +165,62 @@ def test_smoke_saes_load_in_sae_lens_and_their_metrics_are_sane(snakemake_projec
         assert alive == round((1 - m["dead_fraction"]) * n) == m["alive_latents"]
     # (FVU falling with size is a claim about the default study, checked there: 22 smoke steps
     # at the width-scaled learning rate are too few for it to hold reliably.)
+
+
+def test_smoke_feature_tables_and_analyses_hold_by_value(snakemake_project: Path) -> None:
+    """The features stage's tables agree with the store and the codes; the analyses' numbers lie
+    where they must (fractions sum to one, real above null, alive counts as measured)."""
+    import pyarrow.parquet as pq
+
+    from saeatlas.codes import SparseCodes
+
+    proj = snakemake_project
+    params = config.load(proj / "params/smoke.yaml")
+    store = ActivationStore.open(proj / STORE / "eval")
+    tokens = np.asarray(store.tokens())
+    alive = {}
+    for n in params.sae.sizes:
+        folder = proj / f"results/features/{MODEL}/layer15/n{n}"
+        codes = SparseCodes.open(proj / f"results/codes/{MODEL}/layer15/n{n}")
+        dense_counts = np.bincount(codes.indices[codes.values > 0], minlength=n)
+        feats = pq.read_table(folder / "features.parquet").to_pandas()
+        assert len(feats) == n and np.array_equal(feats["count"].to_numpy(), dense_counts)
+        m = json.loads((folder / "metrics.json").read_text())
+        evaluated = json.loads((proj / f"results/saes/{MODEL}/layer15/n{n}/metrics.json").read_text())
+        assert m["alive_latents"] == evaluated["alive_latents"] and m["eval_tokens"] == evaluated["eval_tokens"]
+        assert m["l0"] == pytest.approx(evaluated["l0"], rel=1e-6)
+        assert len(feats["logit_top_tokens"][0]) == params.features.logit_lens_k
+        assert (feats["logit_top_values"].map(lambda v: v[0]) > feats["logit_bottom_values"].map(lambda v: v[0])).all()
+        ctx = pq.read_table(folder / "contexts.parquet").to_pandas()
+        top0 = ctx[(ctx["kind"] == "top") & (ctx["rank"] == 0)].set_index("feature")["activation"]
+        np.testing.assert_allclose(top0.to_numpy(), feats.loc[top0.index, "max_activation"].to_numpy(), rtol=1e-6)
+        for _, row in ctx.sample(50, random_state=0).iterrows():
+            assert row["token_ids"][row["centre"]] == tokens[row["row"]]
+            assert row["token_activations"][row["centre"]] == pytest.approx(row["activation"])
+        assert ((ctx["kind"] == "quantile") <= (ctx["activation"] > 0)).all()
+        alive[n] = m["alive_latents"]
+
+    split = json.loads((proj / f"results/analysis/splitting/{MODEL}/layer15.metrics.json").read_text())
+    pair = "pair_256_512."
+    fractions = [split[pair + k] for k in ("identical_fraction", "split_child_fraction", "other_similar_fraction",
+                                            "novel_fraction")]
+    assert sum(fractions) == pytest.approx(1.0) and all(0 <= f <= 1 for f in fractions)
+    assert split[pair + "best_cos_mean"] > split[pair + "best_cos_mean_null"] + 0.1
+    assert split[pair + "novel_fraction"] < split[pair + "novel_fraction_null"]
+    assert split[pair + "families_null"] <= split[pair + "families"]
+    tree = json.loads((proj / f"results/analysis/splitting/{MODEL}/layer15/split_tree.json").read_text())
+    assert {node["size"] for node in tree["nodes"]} <= set(params.sae.sizes)
+    assert (proj / f"results/analysis/splitting/{MODEL}/layer15/figures/splitting_classes.png").stat().st_size > 1000
+
+    scaling = json.loads((proj / f"results/analysis/scaling/{MODEL}/layer15.metrics.json").read_text())
+    for n in params.sae.sizes:
+        assert scaling[f"n{n}.alive"] == alive[n]
+    assert scaling["alive_power_law.estimated"] == 1
+    assert scaling["alive_power_law.exponent_ci_low"] <= scaling["alive_power_law.exponent"] <= scaling["alive_power_law.exponent_ci_high"]
+    judged = scaling["completeness.concepts_judged"]
+    assert judged + scaling["completeness.concepts_excluded"] == scaling["completeness.concepts_total"] > 700
+    if not scaling["completeness.x50_estimated"]:  # the smoke corpus is small: say so, invent nothing
+        assert "completeness.x50" not in scaling
 
 
 def free_port() -> int:
@@ -219,7 +276,8 @@ def test_mlflow_server_serves_the_stage_runs(snakemake_project: Path) -> None:
         assert len(tags["git_commit"]) >= 7 and tags["layer"] == "15"
         stages = get_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
         stage_tags = {next(t["value"] for t in r["data"]["tags"] if t["key"] == "stage") for r in stages}
-        assert stage_tags == {"model", "corpus", "activations", "train_sae", "evaluate"}
+        assert stage_tags == {"model", "corpus", "activations", "train_sae", "evaluate", "features", "splitting",
+                              "scaling"}
 
         # Training: one parent run per layer, one child per size, each with its curve over tokens.
         found = get_json(f"{base}/api/2.0/mlflow/runs/search",
@@ -254,8 +312,9 @@ def test_dvc_repro_and_exp_run_rerun_only_affected_stages(tmp_path: Path) -> Non
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], proj)
 
     first = run([tool("dvc"), "repro"], proj)
-    sae_jobs = {f"{stage}@15-{n}" for stage in ("train_sae", "evaluate") for n in (256, 512)}
-    assert ran_stages(first.stdout) == {"model", "corpus", "activations@15"} | sae_jobs
+    sae_jobs = {f"{stage}@15-{n}" for stage in ("train_sae", "evaluate", "features") for n in (256, 512)}
+    analyses = {"splitting@15", "scaling@15"}
+    assert ran_stages(first.stdout) == {"model", "corpus", "activations@15"} | sae_jobs | analyses
     ActivationStore.open(proj / STORE / "train", verify=True)
     shown = json.loads(run([tool("dvc"), "metrics", "show", "--json"], proj).stdout)
     assert "train.tokens" in json.dumps(shown) and "ce_loss_recovered" in json.dumps(shown)
@@ -271,7 +330,12 @@ def test_dvc_repro_and_exp_run_rerun_only_affected_stages(tmp_path: Path) -> Non
     assert ran_stages(changed.stdout) == {"evaluate@15-256", "evaluate@15-512"}, changed.stdout
     assert "ce_contexts: 4" in (proj / "params.yaml").read_text()
     retrain = run([tool("dvc"), "exp", "run", "-S", "sae.k=8"], proj)
-    assert ran_stages(retrain.stdout) == sae_jobs, retrain.stdout
+    assert ran_stages(retrain.stdout) == sae_jobs | analyses, retrain.stdout
+    # How examples are shown changes the browser tables, not the codes: the analyses stay.
+    shown_only = run([tool("dvc"), "exp", "run", "-S", "features.top_n=3"], proj)
+    assert ran_stages(shown_only.stdout) == {"features@15-256", "features@15-512"}, shown_only.stdout
+    reanalysed = run([tool("dvc"), "exp", "run", "-S", "splitting.child_cos=0.4"], proj)
+    assert ran_stages(reanalysed.stdout) == {"splitting@15"}, reanalysed.stdout
     # A key no stage reads re-runs nothing.
     untouched = run([tool("dvc"), "exp", "run", "-S", "tracking.enabled=false"], proj)
     assert ran_stages(untouched.stdout) == set(), untouched.stdout

@@ -10,6 +10,7 @@ Layout of a code directory:
 - ``code_indices.npy`` int32 [N, width]: latent ids, one row per row of the activation store;
 - ``code_values.npy`` float32 [N, width]: their activations (0 = unused slot, or a row the SAE
   was not applied to: the massive-activation outliers, see ``activations.py``);
+- ``decoder.npy`` float32 [n, d]: the SAE's decoder rows, so the analyses need only this folder;
 - ``codes.json``: n_latents, n_tokens, width, and how many active latents did not fit
   (only for architectures without a fixed k).
 Files are written under ``*.partial`` names and renamed once complete.
@@ -31,6 +32,7 @@ from saeatlas.errors import StoreError
 INDICES = "code_indices.npy"
 VALUES = "code_values.npy"
 MANIFEST = "codes.json"
+DECODER = "decoder.npy"  # float32 [n_latents, d]: the SAE's decoder rows (raw units) the codes refer to
 FORMAT = "saeatlas.codes/1"
 
 
@@ -128,6 +130,13 @@ class SparseCodes:
         mat = sparse.csr_matrix((val[keep], idx[keep], indptr), shape=(stop - start, self.n_latents))
         mat.sum_duplicates()
         return mat
+
+    def decoder(self) -> np.ndarray:
+        """The dictionary directions (decoder rows) of the SAE that produced these codes."""
+        path = self.directory / DECODER
+        if not path.is_file():
+            raise StoreError(f"{self.directory}: no {DECODER}")
+        return np.load(path, mmap_mode="r")
 
     def iter_blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(start, indices, values)`` blocks of at most ``rows`` rows, read from the memmaps."""

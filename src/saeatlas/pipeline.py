@@ -71,7 +71,7 @@ class Stage:
 
 def gather_dir(template: str) -> str:
     """The directory holding every size's copy of a gathered input: ``.../layer{layer}``."""
-    head, sep, _ = template.partition("/n{size}")
+    head, sep, _ = (template + "/").partition("/n{size}/")
     if not sep:
         raise ValueError(f"gathered input {template!r} has no '/n{{size}}' part")
     return head
@@ -80,6 +80,9 @@ def gather_dir(template: str) -> str:
 CODE = "src/saeatlas/"
 SAE_DIR = "results/saes/{model}/layer{layer}/n{size}"
 FEATURES_DIR = "results/features/{model}/layer{layer}/n{size}"
+# The codes and dictionary directions the analyses read; apart from the browser tables, so that a
+# change to how examples are shown does not re-run the analyses.
+CODES_DIR = "results/codes/{model}/layer{layer}/n{size}"
 # {name} is filled here, the rest per job: results/analysis/<name>/<model>/layer<L>/ (+ .metrics.json)
 ANALYSIS_DIR = "results/analysis/{name}/{{model}}/layer{{layer}}"
 SAE_CODE = (CODE + "sae/model.py", CODE + "sae/sparse.py", CODE + "sae/io.py")
@@ -182,7 +185,7 @@ STAGES: tuple[Stage, ...] = (
             "results/models/{model}",
         ),
         outputs=(
-            Output("codes", FEATURES_DIR + "/codes", directory=True),
+            Output("codes", CODES_DIR, directory=True),
             Output("features", FEATURES_DIR + "/features.parquet"),
             Output("contexts", FEATURES_DIR + "/contexts.parquet"),
             Output("metrics", FEATURES_DIR + "/metrics.json", metric=True),
@@ -194,9 +197,9 @@ STAGES: tuple[Stage, ...] = (
         name="splitting",
         help="Match features across adjacent dictionary sizes; split families, identical/split/novel fractions vs nulls.",
         params=("splitting", "sae.sizes"),
-        code=(*COMMON, *SAE_CODE, CODE + "analysis/splitting.py", CODE + "analysis/output.py", CODE + "codes.py",
+        code=(*COMMON, CODE + "analysis/splitting.py", CODE + "analysis/output.py", CODE + "codes.py",
               CODE + "tracking.py"),
-        gathered=(SAE_DIR + "/sae_weights.safetensors", SAE_DIR + "/cfg.json", FEATURES_DIR + "/codes"),
+        gathered=(CODES_DIR,),
         outputs=(
             Output("report", ANALYSIS_DIR.format(name="splitting"), directory=True),
             Output("metrics", ANALYSIS_DIR.format(name="splitting") + ".metrics.json", metric=True),
@@ -214,7 +217,7 @@ STAGES: tuple[Stage, ...] = (
             "results/corpus/train_contexts.npy",
             "results/models/{model}",
         ),
-        gathered=(FEATURES_DIR + "/codes",),
+        gathered=(CODES_DIR,),
         outputs=(
             Output("report", ANALYSIS_DIR.format(name="scaling"), directory=True),
             Output("metrics", ANALYSIS_DIR.format(name="scaling") + ".metrics.json", metric=True),

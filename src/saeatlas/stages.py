@@ -214,6 +214,8 @@ def run_features(params: Params, layer: int, size: int, device: str = "auto") ->
     import shutil
 
     from saeatlas.activations import ActivationStore
+    from saeatlas.artifacts import write_npy_atomic
+    from saeatlas.codes import DECODER, SparseCodes
     from saeatlas.features import (activation_at, contexts_table, encode_store, feature_stats, features_table,
                                    logit_lens, select_examples, summary_metrics, windows, write_parquet_atomic)
     from saeatlas.lm import load_model
@@ -230,12 +232,11 @@ def run_features(params: Params, layer: int, size: int, device: str = "auto") ->
         codes_dir = out("codes")
         partial = codes_dir.with_name(codes_dir.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        codes = encode_store(sae, store, partial, fp.batch_size, fp.max_active, lm.device)
+        encode_store(sae, store, partial, fp.batch_size, fp.max_active, lm.device)
+        write_npy_atomic(partial / DECODER, sae.decoder.detach().cpu().numpy())
         shutil.rmtree(codes_dir, ignore_errors=True)
         partial.rename(codes_dir)
         encode_seconds = time.perf_counter() - t0
-        from saeatlas.codes import SparseCodes
-
         codes = SparseCodes.open(codes_dir)
         stats = feature_stats(codes)
         examples = select_examples(codes, stats.max, fp)
@@ -283,7 +284,6 @@ def _codes(params: Params, layer: int, size: int) -> Any:
 def run_splitting(params: Params, layer: int) -> dict[str, Any]:
     """Match the features of each pair of adjacent sizes (``analysis/splitting.py``)."""
     from saeatlas.analysis.splitting import SplittingConfig, SplittingInputs, run
-    from saeatlas.sae.io import load_sae
 
     _check_wildcards(params, layer)
     cfg = _analysis_config(SplittingConfig, params, "splitting")
@@ -291,9 +291,9 @@ def run_splitting(params: Params, layer: int) -> dict[str, Any]:
     if len(sizes) < 2:
         raise ParamsError(f"sae.sizes: the splitting analysis compares sizes; got only {list(sizes)}")
     with stage_run("splitting", params, RESULTS, {"layer": layer}) as run_:
-        decoders = {n: load_sae(_sae_out("train_sae", "weights", params, layer, n).parent)[0]
-                    .decoder.detach().numpy() for n in sizes}
-        codes = {n: _codes(params, layer, n).csr() for n in sizes}
+        stores = {n: _codes(params, layer, n) for n in sizes}
+        decoders = {n: np.asarray(stores[n].decoder()) for n in sizes}
+        codes = {n: stores[n].csr() for n in sizes}
         output = run(cfg, SplittingInputs(sizes, decoders, codes))
         _write_analysis("splitting", params, layer, output, run_)
     return output.metrics
