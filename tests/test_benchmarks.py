@@ -46,3 +46,10 @@ def test_sae_train_prints_speedup_against_the_peer(tmp_path: Path) -> None:
     assert "synthetic" in out and "held-out FVU after 8192 tokens at n=256" in out
     last = out.strip().splitlines()[-1]
     assert last.startswith("speedup vs eai-sparsify: ") and float(last.split(": ")[1]) > 0
+
+
+def test_features_prints_roofline_fraction_and_rss_ratio() -> None:
+    out = bench("features.py", "--tokens", "3000", "6000", "--size", "256", "--roofline-seconds", "0.2")
+    for key in ("encode_fraction_of_roofline_6k", "streaming_pass_fraction_of_roofline_6k", "rss_ratio_6k_over_3k"):
+        (line,) = [ln for ln in out.splitlines() if ln.startswith(key + ":")]
+        assert float(line.split(":")[1]) > 0

@@ -84,9 +84,11 @@ def test_windows_stay_in_their_context_and_carry_the_feature_activation(tmp_path
     codes = SparseCodes.open(tmp_path)
     positions = 10  # 6 contexts of 10 rows
     rows = np.array([0, 9, 10, 33, 59])
-    w = windows(rows, positions, before=3, after=1)
+    w = windows(rows, positions, before=3, after=1, n_rows=60)
     assert list(w[0]) == [-1, -1, -1, 0, 1] and list(w[1]) == [6, 7, 8, 9, -1]
     assert list(w[2]) == [-1, -1, -1, 10, 11] and list(w[4]) == [56, 57, 58, 59, -1]
+    # a short last context: rows past the end are outside, like rows of another context
+    assert list(windows(np.array([57]), positions, before=1, after=2, n_rows=59)[0]) == [56, 57, 58, -1]
     feats = np.array([1, 2, 3, 4, 5])
     acts = activation_at(codes, feats, w, chunk=2)
     for e in range(len(rows)):

@@ -104,11 +104,12 @@ def test_union_stats_on_hand_sets_and_rotation_is_orthogonal() -> None:
 def hand_built() -> SplittingInputs:
     """Smaller SAE (3 features): s0 = e0 + e1 (a parent, norm √2), s1 = 2·e2, s2 = e4.
     Larger SAE (4): l0 = e0 and l1 = 3·e1 (its children, firing exclusively on the parent's tokens),
-    l2 = e2 (a continuation of s1), l3 ∝ e5 + 0.5·e4 (novel: cos 0.447 to s2, though it fires with s2).
+    l2 = e2 (a continuation of s1), l3 ∝ e5 + 0.7·e4 (novel: cos 0.573 to s2 < similar_cos, though it is
+    linked to s2: cos ≥ child_cos and it fires only with s2).
     Tokens: 0-9 parent (l0 on 0-4, l1 on 5-9), 10-19 s1/l2, 20-29 s2/l3, 30-39 s2 alone on 30-34."""
     e = np.eye(6)
     dec_s = np.stack([e[0] + e[1], 2 * e[2], e[4]])
-    dec_l = np.stack([e[0], 3 * e[1], e[2], e[5] + 0.5 * e[4]])
+    dec_l = np.stack([e[0], 3 * e[1], e[2], e[5] + 0.7 * e[4]])
     a, b = np.zeros((40, 3)), np.zeros((40, 4))
     a[0:10, 0] = np.linspace(1, 2, 10)
     b[0:5, 0], b[5:10, 1] = 1.5, 0.7
@@ -149,8 +150,8 @@ def test_run_on_hand_built_dictionaries_gives_the_exact_classes() -> None:
     assert classes == {0: "split_child", 1: "split_child", 2: "identical", 3: "novel"}
     tree = out.documents["split_tree"]
     assert {(e["source"], e["target"], e["kind"]) for e in tree["edges"]} == {
-        ("3:0", "4:0", "split"), ("3:0", "4:1", "split"), ("3:1", "4:2", "identical")}
-    assert {n["id"] for n in tree["nodes"]} == {"3:0", "3:1", "4:0", "4:1", "4:2"}
+        ("3:0", "4:0", "split"), ("3:0", "4:1", "split"), ("3:1", "4:2", "identical"), ("3:2", "4:3", "novel")}
+    assert {n["id"] for n in tree["nodes"]} == {"3:0", "3:1", "3:2", "4:0", "4:1", "4:2", "4:3"}
     # The same answer whatever the block sizes (memory bound is a free parameter).
     small_blocks = run(replace(HAND_CFG, decoder_chunk=1, activation_chunk=1), hand_built(), progress=False)
     assert small_blocks.metrics == pytest.approx(m)

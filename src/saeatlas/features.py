@@ -203,11 +203,12 @@ def activation_at(codes: SparseCodes, features: np.ndarray, rows: np.ndarray, ch
     return out
 
 
-def windows(rows: np.ndarray, positions: int, before: int, after: int) -> np.ndarray:
-    """Row ids ``[E, before + 1 + after]`` around each example row, -1 outside its own context."""
+def windows(rows: np.ndarray, positions: int, before: int, after: int, n_rows: int) -> np.ndarray:
+    """Row ids ``[E, before + 1 + after]`` around each example row, -1 outside its own context
+    (or past the last of the ``n_rows`` rows, should the last context be short)."""
     offsets = np.arange(-before, after + 1)
     w = rows[:, None] + offsets[None, :]
-    same_context = (w >= 0) & (w // positions == (rows // positions)[:, None])
+    same_context = (w >= 0) & (w < n_rows) & (w // positions == (rows // positions)[:, None])
     return np.where(same_context, w, -1)
 
 

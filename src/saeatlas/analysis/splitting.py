@@ -99,8 +99,9 @@ LEASK2025_SIMILAR_FRACTION = 0.65
 LEASK2025_NOVEL_FRACTION = 0.35
 
 CLASSES = ("rare", "identical", "split_child", "other_similar", "novel")
-# Edges of the split tree name the relation, not the child's class: a split child hangs on a "split" edge.
-EDGE_KINDS = {"identical": "identical", "split_child": "split", "other_similar": "other_similar"}
+# Edges of the split tree name the relation: a split child hangs on a "split" edge; every other
+# linked feature's edge is named after its class (a lone link with cos < similar_cos is "novel").
+EDGE_KINDS = {"split_child": "split"}
 RARE, IDENTICAL, SPLIT, OTHER, NOVEL = range(5)
 TREE_FORMAT = "saeatlas.split_tree/1"
 
@@ -547,7 +548,7 @@ def _pair(config: SplittingConfig, small: int, large: int, dec_s: np.ndarray, de
         "containment": float(containment[j]), "corr_with_dec_parent": float(act.corr_with_parent[j]),
     } for j in range(large)]
     edges = [{
-        "source": f"{small}:{int(dec_parent[j])}", "target": f"{large}:{int(j)}", "kind": EDGE_KINDS[CLASSES[int(cls.classes[j])]],
+        "source": f"{small}:{int(dec_parent[j])}", "target": f"{large}:{int(j)}", "kind": EDGE_KINDS.get(CLASSES[int(cls.classes[j])], CLASSES[int(cls.classes[j])]),
         "cos": round(float(dec_cos[j]), 5), "containment": round(float(containment[j]), 5),
         "corr": round(float(act.corr_with_parent[j]), 5),
     } for j in np.flatnonzero(cls.linked)]
