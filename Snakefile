@@ -18,6 +18,7 @@ include: "workflow/rules/activations.smk"
 include: "workflow/rules/sae.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/geometry.smk"
 
 
 rule all:

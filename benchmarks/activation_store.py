@@ -132,15 +132,21 @@ def child(n_tokens: int, shard_rows: int, batch: int, tmp_root: str, cold: bool,
     return out
 
 
+def child_result(cmd: list[str], what: str) -> dict[str, Any]:
+    """Run a benchmark child in a fresh process (so its peak RSS is its own) and return the JSON
+    it printed on its last ``RESULT`` line; exit with its stderr if it failed."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"child for {what} failed (exit status {proc.returncode}):\n{proc.stderr[-4000:]}")
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)][-1]
+    return json.loads(line[len(RESULT):])
+
+
 def run_child(n_tokens: int, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", str(n_tokens), "--shard-rows", str(args.shard_rows),
            "--batch", str(args.batch), "--tmp-dir", args.tmp_dir, "--read-repeats", str(args.read_repeats)]
     cmd += ["--cold"] * args.cold
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"child for {n_tokens} tokens failed (exit status {proc.returncode}):\n{proc.stderr}")
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)][-1]
-    return json.loads(line[len(RESULT):])
+    return child_result(cmd, f"{n_tokens} tokens")
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from activation_store import D_MODEL, RESULT, label, peak_rss_mb, write_store  # noqa: E402
+from activation_store import D_MODEL, RESULT, child_result, label, peak_rss_mb, write_store  # noqa: E402
 from roofline import load_line, measure_roofline  # noqa: E402
 
 K = 32
@@ -90,11 +89,7 @@ def child(n_tokens: int, n_latents: int, batch: int, tmp_root: str, store: str |
 def run_child(n_tokens: int, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", str(n_tokens), "--size", str(args.size), "--batch", str(args.batch),
            "--tmp-dir", args.tmp_dir] + (["--store", str(args.store)] if args.store else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"child for {n_tokens} tokens failed (exit status {proc.returncode}):\n{proc.stderr[-4000:]}")
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)][-1]
-    return json.loads(line[len(RESULT):])
+    return child_result(cmd, f"{n_tokens} tokens")
 
 
 def main() -> None:

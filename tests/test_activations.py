@@ -91,6 +91,18 @@ def test_minibatches_shuffle_every_row_once_per_epoch_and_repeat_by_seed(tmp_pat
     assert not np.array_equal(first, row_ids(0, 1)) and not np.array_equal(first, row_ids(1, 0))
 
 
+def test_take_reads_any_rows_across_shards(tmp_path: Path) -> None:
+    synthetic_store(tmp_path / "s", [30] * 7)
+    store = ActivationStore.open(tmp_path / "s")
+    rows = np.array([209, 0, 31, 29, 30, 30, 150])
+    raw = store.take(rows, normalise=False)
+    np.testing.assert_array_equal(raw[:, 0].round().astype(int), rows)
+    np.testing.assert_allclose(store.take(rows), raw * store.scale)
+    assert store.take(np.array([], dtype=int)).shape == (0, store.d_model)
+    with pytest.raises(IndexError, match="rows must be in"):
+        store.take(np.array([210]))
+
+
 def test_corruption_and_incompleteness_are_detected(tmp_path: Path) -> None:
     synthetic_store(tmp_path / "s", [20, 20])
     shard = tmp_path / "s" / shard_name(1)

@@ -53,3 +53,11 @@ def test_features_prints_roofline_fraction_and_rss_ratio() -> None:
     for key in ("encode_fraction_of_roofline_6k", "streaming_pass_fraction_of_roofline_6k", "rss_ratio_6k_over_3k"):
         (line,) = [ln for ln in out.splitlines() if ln.startswith(key + ":")]
         assert float(line.split(":")[1]) > 0
+
+
+def test_cooccurrence_prints_throughput_roofline_fraction_and_rss_ratio() -> None:
+    out = bench("cooccurrence.py", "--tokens", "2048", "4096", "--size", "192", "--roofline-seconds", "0.2")
+    for key in ("count_tokens_per_s_4096", "pair_increments_per_s_4096", "gemm_equivalent_fraction_of_roofline_4096",
+                "counts_nonzero_fraction_4096", "counts_dense_mb", "rss_ratio_4096_over_2048"):
+        (line,) = [ln for ln in out.splitlines() if ln.startswith(key + ":")]
+        assert float(line.split(":")[1]) > 0

@@ -112,7 +112,8 @@ def test_snakemake_smoke_study_writes_checked_content(snakemake_project: Path) -
     # One log per job; a second run has nothing to do.
     logs = ["model.log", "corpus.log", "activations-layer15.log"]
     logs += [f"{stage}-layer15-size{n}.log" for stage in ("train_sae", "evaluate", "features") for n in params.sae.sizes]
-    logs += ["splitting-layer15.log", "scaling-layer15.log"]
+    logs += [f"lobes-layer15-size{n}.log" for n in params.sae.sizes]
+    logs += [f"{stage}-layer15.log" for stage in ("splitting", "scaling", "neighbours", "crystals", "galaxy")]
     for log in logs:
         assert "INFO" in (proj / "results/logs" / log).read_text()
     again = run([tool("snakemake"), "--cores", "2", "--configfile", "params/smoke.yaml"], proj)
@@ -223,6 +224,48 @@ def test_smoke_feature_tables_and_analyses_hold_by_value(snakemake_project: Path
         assert "completeness.x50" not in scaling
 
 
+def test_smoke_geometry_holds_by_value(snakemake_project: Path) -> None:
+    """Each geometry stage's numbers lie where they must: above their nulls where the structure is
+    the model's own (activation-space crystals, the activations' spectrum), inside [0, 1] where
+    they are scores, and counted on the tokens the codes hold."""
+    proj = snakemake_project
+    params = config.load(proj / "params/smoke.yaml")
+    sizes = params.sae.sizes
+    out = lambda name, suffix="": json.loads(  # noqa: E731
+        (proj / f"results/analysis/{name}/{MODEL}/layer15{suffix}.metrics.json").read_text())
+
+    nb = out("neighbours")
+    for n in sizes:
+        # (the smoke SAEs are barely trained: their nearest-neighbour cosines sit near the isotropic
+        # null, which is what the default study's SAEs must beat; here only the ranges hold)
+        assert 0 < nb[f"n{n}.nn_cos_mean"] <= 1 and 0 < nb[f"n{n}.nn_cos_mean_null"] < 0.5
+        assert nb[f"n{n}.umap_trustworthiness"] > nb[f"n{n}.umap_trustworthiness_null"]
+    coords = (proj / f"results/analysis/neighbours/{MODEL}/layer15/tables/umap_coordinates.csv").read_text()
+    assert len(coords.strip().splitlines()) == 1 + sum(sizes)
+
+    cr = out("crystals")
+    # The LM's own activations hold the word-pair offsets (plural, past tense, ...) well above
+    # shuffled pairs; every p-value is a probability.
+    assert cr["mean.act.cos_mean"] > cr["mean.act.cos_mean_null"] + 0.1
+    assert cr["singular_plural.act.cos_mean_p"] < 0.05
+    assert all(0 < v <= 1 for k, v in cr.items() if k.endswith("_p"))
+    assert {f"mean.sae_{n}.cos_mean" for n in sizes} <= set(cr)
+
+    eval_tokens = ActivationStore.open(proj / STORE / "eval").n_tokens
+    for n in sizes:
+        lb = out("lobes", f"/n{n}")
+        assert lb["n_tokens"] == eval_tokens and lb["n_latents"] == n
+        assert -0.1 <= lb["k2.ami"] <= 1 and 0 <= lb["k2.balanced_accuracy"] <= 1
+        assert lb["k2.ami_null_sd"] >= 0
+
+    gx = out("galaxy")
+    assert gx["layer"] == 15
+    for key in [f"n{n}" for n in sizes] + ["activations"]:
+        assert gx[f"{key}.slope_ci_low"] <= gx[f"{key}.slope"] <= gx[f"{key}.slope_ci_high"]
+    # Residual-stream activations are far from isotropic: a steeper spectrum than a Gaussian's.
+    assert gx["activations.slope"] > gx["activations.slope_gaussian"] + 0.1
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -277,7 +320,7 @@ def test_mlflow_server_serves_the_stage_runs(snakemake_project: Path) -> None:
         stages = get_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
         stage_tags = {next(t["value"] for t in r["data"]["tags"] if t["key"] == "stage") for r in stages}
         assert stage_tags == {"model", "corpus", "activations", "train_sae", "evaluate", "features", "splitting",
-                              "scaling"}
+                              "scaling", "neighbours", "crystals", "lobes", "galaxy"}
 
         # Training: one parent run per layer, one child per size, each with its curve over tokens.
         found = get_json(f"{base}/api/2.0/mlflow/runs/search",
@@ -312,8 +355,8 @@ def test_dvc_repro_and_exp_run_rerun_only_affected_stages(tmp_path: Path) -> Non
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], proj)
 
     first = run([tool("dvc"), "repro"], proj)
-    sae_jobs = {f"{stage}@15-{n}" for stage in ("train_sae", "evaluate", "features") for n in (256, 512)}
-    analyses = {"splitting@15", "scaling@15"}
+    sae_jobs = {f"{stage}@15-{n}" for stage in ("train_sae", "evaluate", "features", "lobes") for n in (256, 512)}
+    analyses = {"splitting@15", "scaling@15", "neighbours@15", "crystals@15", "galaxy@15"}
     assert ran_stages(first.stdout) == {"model", "corpus", "activations@15"} | sae_jobs | analyses
     ActivationStore.open(proj / STORE / "train", verify=True)
     shown = json.loads(run([tool("dvc"), "metrics", "show", "--json"], proj).stdout)
@@ -324,15 +367,16 @@ def test_dvc_repro_and_exp_run_rerun_only_affected_stages(tmp_path: Path) -> Non
     again = run([tool("dvc"), "repro"], proj)
     assert ran_stages(again.stdout) == set()
 
-    # A knob of the evaluation re-runs the evaluations alone; an SAE knob re-runs training and
-    # evaluation, never the LM stages.
+    # A knob of the evaluation re-runs the evaluations (and crystals, which DVC sees depend on
+    # the SAE folder the evaluation writes into); an SAE knob re-runs training and everything
+    # after it, never the LM stages.
     changed = run([tool("dvc"), "exp", "run", "-S", "evaluate.ce_contexts=4"], proj)
-    assert ran_stages(changed.stdout) == {"evaluate@15-256", "evaluate@15-512"}, changed.stdout
+    assert ran_stages(changed.stdout) == {"evaluate@15-256", "evaluate@15-512", "crystals@15"}, changed.stdout
     assert "ce_contexts: 4" in (proj / "params.yaml").read_text()
     retrain = run([tool("dvc"), "exp", "run", "-S", "sae.k=8"], proj)
     assert ran_stages(retrain.stdout) == sae_jobs | analyses, retrain.stdout
     # How examples are shown changes the browser tables, not the codes: the analyses stay.
-    shown_only = run([tool("dvc"), "exp", "run", "-S", "features.top_n=3"], proj)
+    shown_only = run([tool("dvc"), "exp", "run", "-S", "features.top_n=3"], proj)  # codes byte-identical
     assert ran_stages(shown_only.stdout) == {"features@15-256", "features@15-512"}, shown_only.stdout
     reanalysed = run([tool("dvc"), "exp", "run", "-S", "splitting.child_cos=0.4"], proj)
     assert ran_stages(reanalysed.stdout) == {"splitting@15"}, reanalysed.stdout

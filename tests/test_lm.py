@@ -110,3 +110,18 @@ def test_splice_replaces_the_layer_output_downstream(lm) -> None:
 def test_layer_out_of_range_names_the_key(lm) -> None:
     with pytest.raises(ModelError, match=r"model.layers: layer 30 out of range; this model has layers 0..29"):
         lm.residual(torch.tensor([[1, 2]]), 30)
+
+
+def test_word_residuals_take_the_last_token_of_each_word_in_its_template(lm) -> None:
+    words = ["cat", "Paris", "wonderful", "ice cream"]
+    template = "Here is a word: {word}"
+    bos = lm.tokenizer.bos_token_id
+    token_ids, vectors = lm.word_residuals(words, template, layer=3, bos=bos, batch=3)  # two batches, padded
+    assert [lm.tokenizer.decode(t) for t in token_ids] == [" cat", " Paris", " wonderful", " ice cream"]
+    for word, tok, vec in zip(words, token_ids, vectors):
+        ids, positions = lm.word_tokens(template, word)
+        assert [ids[p] for p in positions] == tok and positions[-1] == len(ids) - 1
+        alone = lm.residual(torch.tensor([[bos, *ids]]), 3)[0, -1].float()
+        torch.testing.assert_close(vec, alone, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="exactly once"):
+        lm.word_tokens("no slot", "cat")

@@ -91,8 +91,9 @@ def test_snakemake_and_dvc_run_the_same_graph(tmp_path: Path, params: str) -> No
     assert set(snake) == set(dvc)
     raw = yaml.safe_load((proj / "params.yaml").read_text())
     n_layers, n_sizes = len(raw["model"]["layers"]), len(raw["sae"]["sizes"])
-    # model, corpus, activations, train_sae/evaluate/features per size, splitting and scaling
-    assert len(dvc) == 2 + n_layers + 3 * n_layers * n_sizes + 2 * n_layers
+    # model, corpus, activations; train_sae/evaluate/features/lobes per size; splitting, scaling,
+    # neighbours, crystals, galaxy per layer
+    assert len(dvc) == 2 + n_layers + 4 * n_layers * n_sizes + 5 * n_layers
     for job, stage in ((j, STAGE[j.split("@")[0]]) for j in snake):
         # DVC has no gather: it depends on the directory that holds every size's file
         gathered = {p for p in snake[job]["inputs"] if any(

@@ -177,7 +177,7 @@ def test_config_from_params() -> None:
     assert (cfg.child_cos, cfg.min_children, cfg.null_seed) == (0.4, 3, 7)
     assert isinstance(cfg.min_children, int)
     assert SplittingConfig.from_params(asdict(SplittingConfig())) == SplittingConfig()
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unknown key"):
         SplittingConfig.from_params({"child_cosine": 0.5})
     with pytest.raises(ValueError, match="integer"):
         SplittingConfig.from_params({"min_children": 2.5})

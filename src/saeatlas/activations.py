@@ -353,6 +353,22 @@ class ActivationStore:
         norm = self.manifest["normalisation"]
         return np.asarray(self.norms()[start:stop]) <= norm["outlier_factor"] * norm["median_norm"]
 
+    def take(self, rows: np.ndarray, normalise: bool = True) -> np.ndarray:
+        """The given rows (any order, repeats allowed) as one float32 array [len(rows), d]:
+        shard by shard through the memmaps, so only the requested rows are read."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_tokens):
+            raise IndexError(f"rows must be in [0, {self.n_tokens}), got [{rows.min()}, {rows.max()}]")
+        bounds = np.cumsum([0] + [s["rows"] for s in self.manifest["shards"]])
+        shard_of = np.searchsorted(bounds, rows, side="right") - 1
+        out = np.empty((rows.size, self.d_model), dtype=np.float32)
+        for shard in np.unique(shard_of):
+            at = np.flatnonzero(shard_of == shard)
+            out[at] = self.shard(int(shard))[rows[at] - bounds[shard]]
+        if normalise:
+            out *= self.scale
+        return out
+
     def _rows(self, shard: int, exclude_outliers: bool) -> np.ndarray:
         rows = np.asarray(self.shard(shard), dtype=np.float32)
         if not exclude_outliers:

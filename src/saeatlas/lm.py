@@ -242,6 +242,42 @@ class LanguageModel:
         words = [self.tokenizer.decode([i]) for i in range(min(len(self.tokenizer), rows))]
         return words + [""] * (rows - len(words))  # padding rows of the embedding: no token
 
+    def word_tokens(self, template: str, word: str) -> tuple[list[int], list[int]]:
+        """Token ids of ``template`` with ``word`` filled in, and the positions of the tokens that
+        overlap the word's characters (by the tokenizer's offsets, so a leading space merged into
+        the word's first token is handled)."""
+        if template.count("{word}") != 1:
+            raise ValueError(f"the template must hold '{{word}}' exactly once, got {template!r}")
+        text = template.replace("{word}", word)
+        start = template.index("{word}")
+        stop = start + len(word)
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        positions = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < stop and b > start]
+        if not positions:
+            raise ValueError(f"no token of {text!r} covers the word {word!r}")
+        return list(enc["input_ids"]), positions
+
+    @torch.inference_mode()
+    def word_residuals(self, words: list[str], template: str, layer: int, bos: int | None,
+                       batch: int = 64) -> tuple[list[list[int]], torch.Tensor]:
+        """The residual stream after ``layer`` at the *last* token of each word, each word said
+        inside ``template`` (a context, so that the first-position attention sink does not
+        dominate), after ``bos`` if given. Returns the word's own token ids and ``[W, d]``.
+        Right padding needs no attention mask: a causal model never looks ahead at the pads."""
+        encoded = [self.word_tokens(template, w) for w in words]
+        prefix = [] if bos is None else [bos]
+        out = torch.empty(len(words), self.d_model, dtype=torch.float32)
+        for s in range(0, len(words), batch):
+            chunk = encoded[s:s + batch]
+            width = max(len(prefix) + len(ids) for ids, _ in chunk)
+            ids = torch.zeros(len(chunk), width, dtype=torch.long)
+            for i, (tok, _) in enumerate(chunk):
+                ids[i, :len(prefix) + len(tok)] = torch.tensor(prefix + tok)
+            resid = self.residual(ids, layer)
+            last = torch.tensor([len(prefix) + pos[-1] for _, pos in chunk], device=resid.device)
+            out[s:s + len(chunk)] = resid[torch.arange(len(chunk), device=resid.device), last].float().cpu()
+        return [[tok[p] for p in pos] for tok, pos in encoded], out
+
     @torch.inference_mode()
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids.to(self.device), use_cache=False).logits

@@ -89,6 +89,16 @@ SAE_CODE = (CODE + "sae/model.py", CODE + "sae/sparse.py", CODE + "sae/io.py")
 SAE_TRAINING_PARAMS = tuple(f"sae.{f.name}" for f in fields(SAEParams) if f.name != "sizes")
 # Code every stage runs through (parameter handling, stage wiring, output writing).
 COMMON = (CODE + "config.py", CODE + "stages.py", CODE + "artifacts.py")
+# ... and every analysis (its params reader, its output writer, the code store, MLflow).
+ANALYSIS_CODE = (CODE + "analysis/config.py", CODE + "analysis/output.py", CODE + "codes.py", CODE + "tracking.py")
+GEOMETRY_CODE = (*ANALYSIS_CODE, CODE + "analysis/geometry/__init__.py")
+
+
+def _analysis_outputs(name: str, per_size: bool = False) -> tuple[Output, ...]:
+    """An analysis writes one directory and a metrics file beside it (DVC refuses a metrics file
+    inside a tracked directory): per layer, or per layer and size."""
+    path = ANALYSIS_DIR.format(name=name) + ("/n{size}" if per_size else "")
+    return (Output("report", path, directory=True), Output("metrics", path + ".metrics.json", metric=True))
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -197,31 +207,63 @@ STAGES: tuple[Stage, ...] = (
         name="splitting",
         help="Match features across adjacent dictionary sizes; split families, identical/split/novel fractions vs nulls.",
         params=("splitting", "sae.sizes"),
-        code=(*COMMON, CODE + "analysis/splitting.py", CODE + "analysis/output.py", CODE + "codes.py",
-              CODE + "tracking.py"),
+        code=(*COMMON, *ANALYSIS_CODE, CODE + "analysis/splitting.py"),
         gathered=(CODES_DIR,),
-        outputs=(
-            Output("report", ANALYSIS_DIR.format(name="splitting"), directory=True),
-            Output("metrics", ANALYSIS_DIR.format(name="splitting") + ".metrics.json", metric=True),
-        ),
+        outputs=_analysis_outputs("splitting"),
         wildcards=("layer",),
     ),
     Stage(
         name="scaling",
         help="Alive/dead/density power laws in dictionary size; feature completeness of shipped concept lists.",
         params=("scaling", "sae.sizes"),
-        code=(*COMMON, CODE + "analysis/scaling.py", CODE + "analysis/output.py", CODE + "codes.py",
-              CODE + "data/concepts", CODE + "tracking.py"),
+        code=(*COMMON, *ANALYSIS_CODE, CODE + "analysis/scaling.py", CODE + "data/concepts"),
         inputs=(
             "results/activations/{model}/layer{layer}",
             "results/corpus/train_contexts.npy",
             "results/models/{model}",
         ),
         gathered=(CODES_DIR,),
-        outputs=(
-            Output("report", ANALYSIS_DIR.format(name="scaling"), directory=True),
-            Output("metrics", ANALYSIS_DIR.format(name="scaling") + ".metrics.json", metric=True),
-        ),
+        outputs=_analysis_outputs("scaling"),
+        wildcards=("layer",),
+    ),
+    Stage(
+        name="neighbours",
+        help="Nearest decoder neighbours of every feature; UMAP maps per size and of all sizes jointly.",
+        params=("neighbours", "sae.sizes"),
+        code=(*COMMON, *GEOMETRY_CODE, CODE + "analysis/geometry/neighbours.py"),
+        gathered=(CODES_DIR,),
+        outputs=_analysis_outputs("neighbours"),
+        wildcards=("layer",),
+    ),
+    Stage(
+        name="crystals",
+        help="Word-pair parallelograms in activation and SAE-feature space, before and after LDA, vs shuffled pairs.",
+        params=("crystals", "sae.sizes", "model.dtype"),
+        code=(*COMMON, *GEOMETRY_CODE, *SAE_CODE, CODE + "analysis/geometry/crystals.py", CODE + "lm.py",
+              CODE + "data/word_pairs"),
+        inputs=("results/models/{model}",),
+        gathered=(SAE_DIR + "/sae_weights.safetensors", SAE_DIR + "/cfg.json"),
+        outputs=_analysis_outputs("crystals"),
+        wildcards=("layer",),
+        uses_device=True,
+    ),
+    Stage(
+        name="lobes",
+        help="Co-occurrence lobes of one dictionary vs its geometric clusters (AMI, classifier, domains).",
+        params=("lobes",),
+        code=(*COMMON, *GEOMETRY_CODE, CODE + "analysis/geometry/lobes.py", CODE + "activations.py"),
+        inputs=(CODES_DIR, "results/activations/{model}/layer{layer}", "results/corpus/documents.jsonl"),
+        outputs=_analysis_outputs("lobes", per_size=True),
+        wildcards=("layer", "size"),
+    ),
+    Stage(
+        name="galaxy",
+        help="Eigenvalue spectrum (power-law slope) and clustering negentropy of the decoder cloud, vs nulls.",
+        params=("galaxy", "sae.sizes"),
+        code=(*COMMON, *GEOMETRY_CODE, CODE + "analysis/geometry/galaxy.py", CODE + "activations.py"),
+        inputs=("results/activations/{model}/layer{layer}",),
+        gathered=(CODES_DIR,),
+        outputs=_analysis_outputs("galaxy"),
         wildcards=("layer",),
     ),
 )

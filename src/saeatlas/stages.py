@@ -180,7 +180,6 @@ def run_train_sae(params: Params, layer: int, size: int, device: str = "auto") -
 
 def run_evaluate(params: Params, layer: int, size: int, device: str = "auto") -> dict[str, Any]:
     """Evaluate the exported SAE of one size on the held-out split (see ``evaluate.py``)."""
-    from saeatlas.activations import ActivationStore
     from saeatlas.artifacts import write_csv_atomic
     from saeatlas.corpus import CorpusSplit
     from saeatlas.evaluate import density_histogram, reconstruction_metrics, spliced_loss_metrics
@@ -192,7 +191,7 @@ def run_evaluate(params: Params, layer: int, size: int, device: str = "auto") ->
     with stage_run("evaluate", params, RESULTS, {"layer": layer, "size": size}, group={"layer": layer}) as run:
         lm = load_model(_model_dir(params), params.model.dtype, device)
         sae, cfg = load_sae(_sae_out("train_sae", "weights", params, layer, size).parent, lm.device)
-        store = ActivationStore.open(_store_dir(params, layer) / "eval")
+        store = _eval_store(params, layer)
         rec, counts = reconstruction_metrics(sae, store, ev.batch_size, ev.dense_threshold, lm.device)
         norm = store.manifest["normalisation"]
         contexts = CorpusSplit.open(STAGE["corpus"].out("manifest").parent, "eval").contexts[:ev.ce_contexts]
@@ -213,7 +212,6 @@ def run_features(params: Params, layer: int, size: int, device: str = "auto") ->
     """Encode the held-out split with one SAE and derive the feature browser's data (``features.py``)."""
     import shutil
 
-    from saeatlas.activations import ActivationStore
     from saeatlas.artifacts import write_npy_atomic
     from saeatlas.codes import DECODER, SparseCodes
     from saeatlas.features import (activation_at, contexts_table, encode_store, feature_stats, features_table,
@@ -228,7 +226,7 @@ def run_features(params: Params, layer: int, size: int, device: str = "auto") ->
         t0 = time.perf_counter()
         lm = load_model(_model_dir(params), params.model.dtype, device)
         sae, _ = load_sae(_sae_out("train_sae", "weights", params, layer, size).parent, lm.device)
-        store = ActivationStore.open(_store_dir(params, layer) / "eval")
+        store = _eval_store(params, layer)
         codes_dir = out("codes")
         partial = codes_dir.with_name(codes_dir.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -266,12 +264,13 @@ def _analysis_config(cls: Any, params: Params, section: str) -> Any:
         raise ParamsError(message if message.startswith(section) else f"{section}: {message}") from exc
 
 
-def _write_analysis(name: str, params: Params, layer: int, output: Any, run: Any) -> None:
+def _write_analysis(name: str, params: Params, output: Any, run: Any, **wildcards: int) -> None:
+    """Write an analysis's output where the stage table says (per layer, or per layer and size)."""
     from saeatlas.analysis.output import write_output
 
     stage = STAGE[name]
-    write_output(output, stage.out("report", model=params.model.name, layer=layer),
-                 stage.out("metrics", model=params.model.name, layer=layer), params.hash())
+    where = {"model": params.model.name, **wildcards}
+    write_output(output, stage.out("report", **where), stage.out("metrics", **where), params.hash())
     run.log_metrics(output.metrics)
 
 
@@ -287,21 +286,18 @@ def run_splitting(params: Params, layer: int) -> dict[str, Any]:
 
     _check_wildcards(params, layer)
     cfg = _analysis_config(SplittingConfig, params, "splitting")
-    sizes = tuple(sorted(params.sae.sizes))
-    if len(sizes) < 2:
-        raise ParamsError(f"sae.sizes: the splitting analysis compares sizes; got only {list(sizes)}")
+    sizes = _sizes(params, "splitting", at_least=2)
     with stage_run("splitting", params, RESULTS, {"layer": layer}) as run_:
         stores = {n: _codes(params, layer, n) for n in sizes}
         decoders = {n: np.asarray(stores[n].decoder()) for n in sizes}
         codes = {n: stores[n].csr() for n in sizes}
         output = run(cfg, SplittingInputs(sizes, decoders, codes))
-        _write_analysis("splitting", params, layer, output, run_)
+        _write_analysis("splitting", params, output, run_, layer=layer)
     return output.metrics
 
 
 def run_scaling(params: Params, layer: int) -> dict[str, Any]:
     """Feature counts and densities against size; concept completeness (``analysis/scaling.py``)."""
-    from saeatlas.activations import ActivationStore
     from saeatlas.analysis.scaling import (ScalingConfig, ScalingInputs, load_concepts, run, tokenize_concepts,
                                            word_boundaries)
     from saeatlas.corpus import CorpusSplit
@@ -313,7 +309,7 @@ def run_scaling(params: Params, layer: int) -> dict[str, Any]:
     with stage_run("scaling", params, RESULTS, {"layer": layer}) as run_:
         tokenizer = load_tokenizer(_model_dir(params))
         encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-        store = ActivationStore.open(_store_dir(params, layer) / "eval")
+        store = _eval_store(params, layer)
         train = CorpusSplit.open(STAGE["corpus"].out("manifest").parent, "train")
         inputs = ScalingInputs(
             sizes=sizes,
@@ -326,5 +322,141 @@ def run_scaling(params: Params, layer: int) -> dict[str, Any]:
             boundaries=word_boundaries([tokenizer.decode([i]) for i in range(len(tokenizer))]),
         )
         output = run(cfg, inputs)
-        _write_analysis("scaling", params, layer, output, run_)
+        _write_analysis("scaling", params, output, run_, layer=layer)
+    return output.metrics
+
+
+# --------------------------------------------------------------------------------------
+# Geometry of the feature cloud (analysis/geometry/)
+# --------------------------------------------------------------------------------------
+
+
+def _decoders(params: Params, layer: int, sizes: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """Every size's decoder rows, as the features stage froze them beside the codes."""
+    return {n: np.asarray(_codes(params, layer, n).decoder()) for n in sizes}
+
+
+def _eval_store(params: Params, layer: int) -> Any:
+    from saeatlas.activations import ActivationStore
+
+    return ActivationStore.open(_store_dir(params, layer) / "eval")
+
+
+def _activation_sample(store: Any, rows: int, seed: int) -> np.ndarray:
+    """``rows`` ordinary held-out rows (massive activations left out, as in training), normalised,
+    drawn without replacement with ``seed``; read through the memmaps, never the whole split."""
+    ordinary = np.flatnonzero(store.ordinary_mask())
+    pick = np.random.default_rng(seed).choice(ordinary, size=min(rows, ordinary.size), replace=False)
+    return store.take(np.sort(pick))
+
+
+def _row_domains(store: Any) -> tuple[np.ndarray, list[str]]:
+    """The corpus domain (wiki, code, ...) of every held-out row, as codes into a sorted name list."""
+    from saeatlas.corpus import read_documents
+
+    docs = read_documents(STAGE["corpus"].out("documents").parent)
+    names = sorted({d["domain"] for d in docs})
+    code = {name: i for i, name in enumerate(names)}
+    doc_ids = np.asarray(store.doc_ids())
+    domain_of_doc = np.full(max(int(d["doc_id"]) for d in docs) + 1, -1, dtype=np.int64)
+    for d in docs:
+        domain_of_doc[int(d["doc_id"])] = code[d["domain"]]
+    domains = domain_of_doc[doc_ids]
+    if (domains < 0).any():
+        raise ValueError("the activation store names documents the corpus does not list; re-run the corpus stage")
+    return domains, names
+
+
+def _sizes(params: Params, stage: str, at_least: int = 1) -> tuple[int, ...]:
+    sizes = tuple(sorted(params.sae.sizes))
+    if len(sizes) < at_least:
+        raise ParamsError(f"sae.sizes: the {stage} analysis compares sizes; got only {list(sizes)}")
+    return sizes
+
+
+def run_neighbours(params: Params, layer: int) -> dict[str, Any]:
+    """Nearest decoder neighbours and UMAP maps (``analysis/geometry/neighbours.py``)."""
+    from saeatlas.analysis.geometry.neighbours import NeighboursConfig, NeighboursInputs, run
+
+    _check_wildcards(params, layer)
+    cfg = _analysis_config(NeighboursConfig, params, "neighbours")
+    sizes = _sizes(params, "neighbours")
+    with stage_run("neighbours", params, RESULTS, {"layer": layer}) as run_:
+        output = run(cfg, NeighboursInputs(sizes, _decoders(params, layer, sizes)))
+        _write_analysis("neighbours", params, output, run_, layer=layer)
+    return output.metrics
+
+
+def run_galaxy(params: Params, layer: int) -> dict[str, Any]:
+    """Eigenvalue spectrum and clustering negentropy of the decoder cloud (``analysis/geometry/galaxy.py``)."""
+    from saeatlas.analysis.geometry.galaxy import GalaxyConfig, GalaxyInputs, run
+
+    _check_wildcards(params, layer)
+    cfg = _analysis_config(GalaxyConfig, params, "galaxy")
+    sizes = _sizes(params, "galaxy")
+    with stage_run("galaxy", params, RESULTS, {"layer": layer}) as run_:
+        activations = _activation_sample(_eval_store(params, layer), cfg.max_points, cfg.seed)
+        output = run(cfg, GalaxyInputs(layer, sizes, _decoders(params, layer, sizes), activations))
+        _write_analysis("galaxy", params, output, run_, layer=layer)
+    return output.metrics
+
+
+def _sparse_codes(sae: Any, x: Any) -> Any:
+    """The SAE's codes of rows ``x`` as a SciPy CSR matrix [rows, n_latents] (k entries per row)."""
+    from scipy import sparse
+
+    code = sae.encode(x)
+    values, indices = code.values.float().cpu().numpy(), code.indices.cpu().numpy()
+    rows = np.repeat(np.arange(values.shape[0]), values.shape[1])
+    out = sparse.csr_matrix((values.ravel(), (rows, indices.ravel())), shape=(values.shape[0], sae.n_latents))
+    out.eliminate_zeros()
+    return out
+
+
+def run_crystals(params: Params, layer: int, device: str = "auto") -> dict[str, Any]:
+    """Word-pair crystals in activation space and in each SAE's feature space (``analysis/geometry/crystals.py``)."""
+    import torch
+
+    from saeatlas.analysis.geometry.crystals import (CrystalsConfig, CrystalsInputs, distractor_labels, load_tasks,
+                                                     run, vocabulary)
+    from saeatlas.corpus import special_ids
+    from saeatlas.lm import load_model
+    from saeatlas.sae.io import load_sae
+
+    _check_wildcards(params, layer)
+    cfg = _analysis_config(CrystalsConfig, params, "crystals")
+    sizes = _sizes(params, "crystals")
+    with stage_run("crystals", params, RESULTS, {"layer": layer}) as run_:
+        lm = load_model(_model_dir(params), params.model.dtype, device)
+        tasks = load_tasks(cfg.tasks)
+        words = list(vocabulary(tasks))
+        bos, _ = special_ids(params.corpus, lm.tokenizer)
+        token_ids, vectors = lm.word_residuals(words, cfg.template, layer, bos)
+        codes = {}
+        with torch.inference_mode():
+            for n in sizes:
+                sae, _ = load_sae(_sae_out("train_sae", "weights", params, layer, n).parent, lm.device)
+                codes[n] = _sparse_codes(sae, vectors.to(lm.device))
+        inputs = CrystalsInputs(words=words, pairs=tasks, activations=vectors.numpy(), codes=codes,
+                                distractors=distractor_labels(words, token_ids))
+        output = run(cfg, inputs)
+        _write_analysis("crystals", params, output, run_, layer=layer)
+    return output.metrics
+
+
+def run_lobes(params: Params, layer: int, size: int) -> dict[str, Any]:
+    """Co-occurrence lobes of one dictionary vs its geometric clusters (``analysis/geometry/lobes.py``)."""
+    from saeatlas.analysis.geometry.lobes import LobesConfig, LobesInputs, run
+
+    _check_wildcards(params, layer, size)
+    cfg = _analysis_config(LobesConfig, params, "lobes")
+    with stage_run("lobes", params, RESULTS, {"layer": layer, "size": size}, group={"layer": layer}) as run_:
+        store = _eval_store(params, layer)
+        codes = _codes(params, layer, size)  # streamed from the memmap, chunk_rows at a time
+        domains, names = _row_domains(store)
+        inputs = LobesInputs(codes=codes, n_latents=codes.n_latents,
+                             positions_per_context=int(store.manifest["positions_per_context"]),
+                             decoder=np.asarray(codes.decoder()), row_domains=domains, domain_names=tuple(names))
+        output = run(cfg, inputs)
+        _write_analysis("lobes", params, output, run_, layer=layer, size=size)
     return output.metrics

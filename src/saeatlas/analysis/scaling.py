@@ -51,7 +51,7 @@ Two analyses of *Scaling Monosemanticity* (Templeton et al., 2024), on our SAEs:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -59,6 +59,7 @@ import numpy as np
 from scipy import sparse, special, stats
 from tqdm.auto import tqdm
 
+from saeatlas.analysis.config import config_from_section
 from saeatlas.analysis.output import AnalysisOutput
 
 CONCEPT_DIR = Path(__file__).resolve().parents[1] / "data" / "concepts"
@@ -120,14 +121,7 @@ class ScalingConfig:
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> "ScalingConfig":
         """Build from the ``scaling:`` section; keys are the field names, missing ones default."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - names)
-        if unknown:
-            raise ValueError(f"scaling: unknown key(s) {unknown}; known: {sorted(names)}")
-        kwargs = dict(section)
-        if "categories" in kwargs:
-            kwargs["categories"] = tuple(kwargs["categories"])
-        return cls(**kwargs)
+        return config_from_section(cls, section, "scaling")
 
 
 # --------------------------------------------------------------------------------------

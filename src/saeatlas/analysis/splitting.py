@@ -85,13 +85,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import numpy as np
 from scipy import sparse
 from tqdm import tqdm
 
+from saeatlas.analysis.config import config_from_section
 from saeatlas.analysis.output import AnalysisOutput
 
 # Reference numbers of Leask et al. 2025 (see the module docstring).
@@ -161,24 +162,8 @@ class SplittingConfig:
 
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> "SplittingConfig":
-        """From params.yaml's ``splitting:`` section; keys are the field names, missing keys take
-        the defaults, unknown keys are an error (a misspelt threshold must not pass silently)."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(section) - set(known))
-        if unknown:
-            raise ValueError(f"splitting: unknown keys {unknown}; known: {sorted(known)}")
-        values: dict[str, Any] = {}
-        for key, value in section.items():
-            default = known[key].default
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"splitting.{key}: expected a number, got {value!r}")
-            if isinstance(default, int):
-                if not float(value).is_integer():
-                    raise ValueError(f"splitting.{key}: expected an integer, got {value!r}")
-                values[key] = int(value)
-            else:
-                values[key] = float(value)
-        return cls(**values)
+        """From params.yaml's ``splitting:`` section (missing keys take the defaults)."""
+        return config_from_section(cls, section, "splitting")
 
 
 @dataclass
