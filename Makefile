@@ -36,7 +36,7 @@ study: $(VENV)/.installed
 
 ## Install with test extras and run the test suite.
 test: $(VENV)/.installed-test
-	. $(VENV)/bin/activate && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python -m pytest -q
+	. $(VENV)/bin/activate && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python -m pytest -q --durations=25
 
 lint: $(VENV)/.installed
 	. $(VENV)/bin/activate && snakemake --lint && python -m saeatlas dvc-yaml --check
