@@ -252,18 +252,26 @@ def test_smoke_geometry_holds_by_value(snakemake_project: Path) -> None:
     assert {f"mean.sae_{n}.cos_mean" for n in sizes} <= set(cr)
 
     eval_tokens = ActivationStore.open(proj / STORE / "eval").n_tokens
+    corpus_domains = {d["domain"] for d in read_documents(proj / "results/corpus")}
     for n in sizes:
         lb = out("lobes", f"/n{n}")
         assert lb["n_tokens"] == eval_tokens and lb["n_latents"] == n
-        assert -0.1 <= lb["k2.ami"] <= 1 and 0 <= lb["k2.balanced_accuracy"] <= 1
-        assert lb["k2.ami_null_sd"] >= 0
+        assert -0.1 <= lb["k2.ami"] <= 1 and lb["k2.ami_null_sd"] > 0
+        # the decoder row predicts the co-occurrence lobe better than a random vector does
+        assert lb["k2.balanced_accuracy"] > lb["k2.balanced_accuracy_random"] + 0.1
+        # lobes differ in the domains they fire on more than shuffled lobes do (domains wired per row)
+        assert lb["k2.domain_enrichment_max"] > lb["k2.domain_enrichment_max_null_mean"]
+        table = (proj / f"results/analysis/lobes/{MODEL}/layer15/n{n}/tables/lobe_domain_enrichment.csv").read_text()
+        assert {line.split(",")[3] for line in table.strip().splitlines()[1:]} <= corpus_domains
 
     gx = out("galaxy")
     assert gx["layer"] == 15
     for key in [f"n{n}" for n in sizes] + ["activations"]:
-        assert gx[f"{key}.slope_ci_low"] <= gx[f"{key}.slope"] <= gx[f"{key}.slope_ci_high"]
-    # Residual-stream activations are far from isotropic: a steeper spectrum than a Gaussian's.
+        assert gx[f"{key}.slope_estimated"] == 1 and gx[f"{key}.slope_ci_high"] > gx[f"{key}.slope_ci_low"]
+    # Residual-stream activations are far from isotropic: a steeper spectrum than a Gaussian's,
+    # with the intervals apart.
     assert gx["activations.slope"] > gx["activations.slope_gaussian"] + 0.1
+    assert gx["activations.slope_ci_low"] > gx["activations.slope_gaussian_ci_high"]
 
 
 def free_port() -> int:

@@ -91,7 +91,7 @@ SAE_TRAINING_PARAMS = tuple(f"sae.{f.name}" for f in fields(SAEParams) if f.name
 COMMON = (CODE + "config.py", CODE + "stages.py", CODE + "artifacts.py")
 # ... and every analysis (its params reader, its output writer, the code store, MLflow).
 ANALYSIS_CODE = (CODE + "analysis/config.py", CODE + "analysis/output.py", CODE + "codes.py", CODE + "tracking.py")
-GEOMETRY_CODE = (*ANALYSIS_CODE, CODE + "analysis/geometry/__init__.py")
+GEOMETRY_CODE = (*ANALYSIS_CODE, CODE + "analysis/inputs.py", CODE + "analysis/geometry/__init__.py")
 
 
 def _analysis_outputs(name: str, per_size: bool = False) -> tuple[Output, ...]:
@@ -216,7 +216,8 @@ STAGES: tuple[Stage, ...] = (
         name="scaling",
         help="Alive/dead/density power laws in dictionary size; feature completeness of shipped concept lists.",
         params=("scaling", "sae.sizes"),
-        code=(*COMMON, *ANALYSIS_CODE, CODE + "analysis/scaling.py", CODE + "data/concepts"),
+        code=(*COMMON, *ANALYSIS_CODE, CODE + "analysis/scaling.py", CODE + "data/concepts", CODE + "activations.py",
+              CODE + "corpus.py", CODE + "lm.py"),
         inputs=(
             "results/activations/{model}/layer{layer}",
             "results/corpus/train_contexts.npy",
@@ -230,7 +231,8 @@ STAGES: tuple[Stage, ...] = (
         name="neighbours",
         help="Nearest decoder neighbours of every feature; UMAP maps per size and of all sizes jointly.",
         params=("neighbours", "sae.sizes"),
-        code=(*COMMON, *GEOMETRY_CODE, CODE + "analysis/geometry/neighbours.py"),
+        # (it reuses splitting's decoder matching)
+        code=(*COMMON, *GEOMETRY_CODE, CODE + "analysis/geometry/neighbours.py", CODE + "analysis/splitting.py"),
         gathered=(CODES_DIR,),
         outputs=_analysis_outputs("neighbours"),
         wildcards=("layer",),
@@ -238,9 +240,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="crystals",
         help="Word-pair parallelograms in activation and SAE-feature space, before and after LDA, vs shuffled pairs.",
-        params=("crystals", "sae.sizes", "model.dtype"),
+        params=("crystals", "sae.sizes", "model.dtype", "corpus.prepend_bos"),
         code=(*COMMON, *GEOMETRY_CODE, *SAE_CODE, CODE + "analysis/geometry/crystals.py", CODE + "lm.py",
-              CODE + "data/word_pairs"),
+              CODE + "corpus.py", CODE + "data/word_pairs"),
         inputs=("results/models/{model}",),
         gathered=(SAE_DIR + "/sae_weights.safetensors", SAE_DIR + "/cfg.json"),
         outputs=_analysis_outputs("crystals"),
@@ -251,7 +253,8 @@ STAGES: tuple[Stage, ...] = (
         name="lobes",
         help="Co-occurrence lobes of one dictionary vs its geometric clusters (AMI, classifier, domains).",
         params=("lobes",),
-        code=(*COMMON, *GEOMETRY_CODE, CODE + "analysis/geometry/lobes.py", CODE + "activations.py"),
+        code=(*COMMON, *GEOMETRY_CODE, CODE + "analysis/geometry/lobes.py", CODE + "activations.py",
+              CODE + "corpus.py"),
         inputs=(CODES_DIR, "results/activations/{model}/layer{layer}", "results/corpus/documents.jsonl"),
         outputs=_analysis_outputs("lobes", per_size=True),
         wildcards=("layer", "size"),
@@ -260,7 +263,9 @@ STAGES: tuple[Stage, ...] = (
         name="galaxy",
         help="Eigenvalue spectrum (power-law slope) and clustering negentropy of the decoder cloud, vs nulls.",
         params=("galaxy", "sae.sizes"),
-        code=(*COMMON, *GEOMETRY_CODE, CODE + "analysis/geometry/galaxy.py", CODE + "activations.py"),
+        # (its power-law fit and CI are scaling's)
+        code=(*COMMON, *GEOMETRY_CODE, CODE + "analysis/geometry/galaxy.py", CODE + "analysis/scaling.py",
+              CODE + "activations.py"),
         inputs=("results/activations/{model}/layer{layer}",),
         gathered=(CODES_DIR,),
         outputs=_analysis_outputs("galaxy"),

@@ -361,7 +361,8 @@ def _row_domains(store: Any) -> tuple[np.ndarray, list[str]]:
     domain_of_doc = np.full(max(int(d["doc_id"]) for d in docs) + 1, -1, dtype=np.int64)
     for d in docs:
         domain_of_doc[int(d["doc_id"])] = code[d["domain"]]
-    domains = domain_of_doc[doc_ids]
+    known = (doc_ids >= 0) & (doc_ids < domain_of_doc.size)
+    domains = np.where(known, domain_of_doc[np.where(known, doc_ids, 0)], -1)
     if (domains < 0).any():
         raise ValueError("the activation store names documents the corpus does not list; re-run the corpus stage")
     return domains, names
