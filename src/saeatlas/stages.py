@@ -16,7 +16,7 @@ import numpy as np
 
 from saeatlas.artifacts import write_metrics
 from saeatlas.config import Params
-from saeatlas.errors import ParamsError
+from saeatlas.errors import ParamsError, StoreError
 from saeatlas.pipeline import STAGE
 from saeatlas.tracking import stage_run
 
@@ -364,7 +364,8 @@ def _row_domains(store: Any) -> tuple[np.ndarray, list[str]]:
     known = (doc_ids >= 0) & (doc_ids < domain_of_doc.size)
     domains = np.where(known, domain_of_doc[np.where(known, doc_ids, 0)], -1)
     if (domains < 0).any():
-        raise ValueError("the activation store names documents the corpus does not list; re-run the corpus stage")
+        raise StoreError(f"{store.path}: names documents the corpus does not list; re-run the corpus and "
+                         "activations stages")
     return domains, names
 
 
