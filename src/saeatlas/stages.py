@@ -305,7 +305,7 @@ def run_scaling(params: Params, layer: int) -> dict[str, Any]:
 
     _check_wildcards(params, layer)
     cfg = _analysis_config(ScalingConfig, params, "scaling")
-    sizes = tuple(sorted(params.sae.sizes))
+    sizes = _sizes(params, "scaling")
     with stage_run("scaling", params, RESULTS, {"layer": layer}) as run_:
         tokenizer = load_tokenizer(_model_dir(params))
         encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
