@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from saeatlas.sae.model import ARCHITECTURES, build
-from saeatlas.sae.sparse import bag_sum, gather_dot, scatter_outer
+from saeatlas.sae.sparse import bag_sum, gather_dot, row_topk, scatter_outer
 from saeatlas.sae.train import TensorSource, TrainConfig, geometric_median, lr_multiplier, train_sae
 
 from conftest import REPO
@@ -30,6 +30,27 @@ def test_sparse_primitives_match_dense_products() -> None:
     torch.testing.assert_close(bag_sum(w, idx, table), dense @ table)
     torch.testing.assert_close(gather_dot(u, table, idx), torch.gather(u @ table.t(), 1, idx))
     torch.testing.assert_close(scatter_outer(w, u, idx, n), dense.t() @ u)
+
+
+@pytest.mark.parametrize("n,k", [(18432, 32), (4608, 256), (96, 5), (100, 3), (2304, 32), (64, 64)])
+def test_row_topk_selects_exactly_the_largest_entries(n: int, k: int) -> None:
+    """The grouped search must return the same set as torch.topk, including the worst case for
+    it (the whole top k inside one group) and masked rows where only k entries are finite."""
+    g = torch.Generator().manual_seed(n + k)
+    x = torch.randn(40, n, generator=g)
+    size = 1 << max(0, int((n / k) ** 0.5).bit_length() - 1)  # columns per group, as row_topk picks it
+    crowded = torch.arange(min(k, size)) * (n // size)  # one group holds as many of the top k as fit
+    x[0, crowded] = 10.0 + torch.arange(len(crowded), dtype=torch.float)
+    x[1] = -float("inf")
+    x[1, torch.randperm(n, generator=g)[:k]] = torch.randn(k, generator=g)  # AuxK: only k finite
+    x[2] = torch.randint(0, 3, (n,), generator=g).float()  # ties: only the values are determined
+    values, indices = row_topk(x, k)
+    ref_values, ref_indices = x.topk(k, dim=1)
+    torch.testing.assert_close(values.sort(dim=1).values, ref_values.sort(dim=1).values)
+    torch.testing.assert_close(x.gather(1, indices), values)  # indices point at the values
+    assert all(len(set(row.tolist())) == k for row in indices)  # no column twice
+    untied = [r for r in range(x.shape[0]) if r != 2]
+    assert torch.equal(indices[untied].sort(dim=1).values, ref_indices[untied].sort(dim=1).values)
 
 
 @pytest.mark.parametrize("apply_b_dec", [True, False])
