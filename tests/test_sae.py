@@ -76,6 +76,28 @@ def test_topk_sparse_path_equals_dense_reference(apply_b_dec: bool, with_dead: b
         torch.testing.assert_close(g_sparse, g_dense, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_reused_preact_buffer_never_leaks_into_a_later_step() -> None:
+    """``loss`` reuses one [B, n] buffer across steps: a code or gradient kept from one step must not
+    change when the next step overwrites the buffer (AuxK masks it in place)."""
+    torch.manual_seed(0)
+    sae = build("topk", 16, 96, k=5, auxk_k=7)
+    x1, x2 = torch.randn(64, 16), torch.randn(64, 16)
+    dead = torch.arange(96) % 2 == 0
+    first = sae.loss(x1, dead)
+    kept = (first.code.values.detach().clone(), first.code.indices.clone())
+    first.loss.backward()
+    grads = [p.grad.clone() for p in sae.parameters()]
+    sae.zero_grad()
+    sae.loss(x2, dead).loss.backward()  # overwrites the buffer
+    torch.testing.assert_close((first.code.values.detach(), first.code.indices), kept)
+    sae.zero_grad()
+    sae.reference_loss(x1, dead).loss.backward()
+    for g_first, p in zip(grads, sae.parameters()):
+        torch.testing.assert_close(g_first, p.grad, rtol=1e-4, atol=1e-5)
+    sae.drop_scratch()
+    assert "_preact_buffer" not in vars(sae)
+
+
 def test_relu_sparse_decode_equals_dense_and_penalty_uses_decoder_norms() -> None:
     torch.manual_seed(0)
     sae = build("relu", 16, 64, l1_coefficient=2.0)

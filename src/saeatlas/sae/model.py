@@ -107,6 +107,10 @@ class SAE(nn.Module):
             self._preact_buffer = buf
         return buf
 
+    def drop_scratch(self) -> None:
+        """Free the training buffer (the trainer calls this when it is done)."""
+        self.__dict__.pop("_preact_buffer", None)
+
     def encode(self, x: torch.Tensor) -> SparseCode:
         return self.encode_with_preacts(x)[0]
 

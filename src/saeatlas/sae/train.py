@@ -257,6 +257,7 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
                 state.seconds = time.perf_counter() - t_start
                 _save_checkpoint(checkpoint, cfg, sae, opt, state)
     bar.close()
+    sae.drop_scratch()
     state.seconds = time.perf_counter() - t_start
     tail = state.rows[-max(1, len(state.rows) // 10):]  # the last tenth of the curve
     summary = {
