@@ -384,8 +384,9 @@ def test_dvc_repro_and_exp_run_rerun_only_affected_stages(tmp_path: Path) -> Non
     retrain = run([tool("dvc"), "exp", "run", "-S", "sae.k=8"], proj)
     assert ran_stages(retrain.stdout) == sae_jobs | analyses, retrain.stdout
     # How examples are shown changes the browser tables, not the codes, so no analysis that reads
-    # the codes (scaling, lobes, ...) re-runs; a splitting knob re-runs splitting alone. One
-    # experiment checks both (one DVC run fewer keeps `make test` inside its time budget).
+    # the codes (scaling, lobes, neighbours, ...) re-runs, and a splitting knob touches no other
+    # stage. One experiment sets both (one DVC run fewer keeps `make test` inside its time budget),
+    # so it cannot tell which key re-ran splitting; it does show neither reaches further.
     shown_only = run([tool("dvc"), "exp", "run", "-S", "features.top_n=3", "-S", "splitting.child_cos=0.4"], proj)
     assert ran_stages(shown_only.stdout) == {"features@15-256", "features@15-512", "splitting@15"}, shown_only.stdout
     # A key no stage reads re-runs nothing.

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from saeatlas.sae.model import ARCHITECTURES, build
-from saeatlas.sae.sparse import bag_sum, gather_dot, row_topk, scatter_outer
+from saeatlas.sae.sparse import bag_sum, gather_dot, row_topk, scatter_outer, topk_group_size
 from saeatlas.sae.train import TensorSource, TrainConfig, geometric_median, lr_multiplier, train_sae
 
 from conftest import REPO
@@ -38,7 +38,7 @@ def test_row_topk_selects_exactly_the_largest_entries(n: int, k: int) -> None:
     it (the whole top k inside one group) and masked rows where only k entries are finite."""
     g = torch.Generator().manual_seed(n + k)
     x = torch.randn(40, n, generator=g)
-    size = 1 << max(0, int((n / k) ** 0.5).bit_length() - 1)  # columns per group, as row_topk picks it
+    size = topk_group_size(n, k)
     crowded = torch.arange(min(k, size)) * (n // size)  # one group holds as many of the top k as fit
     x[0, crowded] = 10.0 + torch.arange(len(crowded), dtype=torch.float)
     x[1] = -float("inf")
@@ -85,11 +85,10 @@ def test_reused_preact_buffer_never_leaks_into_a_later_step() -> None:
     dead = torch.arange(96) % 2 == 0
     first = sae.loss(x1, dead)
     kept = (first.code.values.detach().clone(), first.code.indices.clone())
-    first.loss.backward()
-    grads = [p.grad.clone() for p in sae.parameters()]
-    sae.zero_grad()
-    sae.loss(x2, dead).loss.backward()  # overwrites the buffer
+    sae.loss(x2, dead)  # overwrites the buffer before the first step's backward runs
     torch.testing.assert_close((first.code.values.detach(), first.code.indices), kept)
+    first.loss.backward()  # from the tensors the first step saved
+    grads = [p.grad.clone() for p in sae.parameters()]
     sae.zero_grad()
     sae.reference_loss(x1, dead).loss.backward()
     for g_first, p in zip(grads, sae.parameters()):

@@ -99,11 +99,14 @@ class SAE(nn.Module):
             return pre.add_(self.b_enc)  # in place: addmm would first copy the bias into [B, n]
 
     def _scratch(self, x: torch.Tensor) -> torch.Tensor:
-        """The reusable ``[B, n]`` pre-activation buffer for ``loss`` (not part of the state)."""
+        """The reusable ``[B, n]`` pre-activation buffer for ``loss`` (not part of the state; one
+        per module, so one module must not run ``loss`` from two threads at once)."""
         buf = getattr(self, "_preact_buffer", None)
         shape = (x.shape[0], self.n_latents)
-        if buf is None or buf.shape != shape or buf.dtype != x.dtype or buf.device != x.device:
-            buf = torch.empty(shape, dtype=x.dtype, device=x.device)
+        dtype = torch.promote_types(x.dtype, self.encoder.dtype)  # what the matmul produces
+        if (buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != x.device
+                or buf.is_inference() != torch.is_inference_mode_enabled()):
+            buf = torch.empty(shape, dtype=dtype, device=x.device)
             self._preact_buffer = buf
         return buf
 

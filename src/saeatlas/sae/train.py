@@ -211,53 +211,56 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
                disable=not progress, mininterval=5)
     t_start = time.perf_counter() - state.seconds
     start_epoch, skip = divmod(state.step, per_epoch)
-    for epoch in range(start_epoch, cfg.epochs):
-        batches = source.minibatches(cfg.batch_size, cfg.seed, epoch, device=device,
-                                     exclude_outliers=cfg.exclude_outliers, skip=skip if epoch == start_epoch else 0)
-        for x in batches:
-            step_lr = lr * lr_multiplier(state.step, total, cfg.warmup_steps, cfg.decay_fraction)
-            for group in opt.param_groups:
-                group["lr"] = step_lr
-            dead = state.since_fired >= cfg.dead_after_tokens
-            out = sae.loss(x, dead)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if cfg.renormalise_decoder:
-                sae.remove_parallel_decoder_grad()
-            opt.step()
-            if cfg.renormalise_decoder:
-                sae.normalise_decoder()
+    try:  # the step buffer is freed however the loop ends
+        for epoch in range(start_epoch, cfg.epochs):
+            batches = source.minibatches(cfg.batch_size, cfg.seed, epoch, device=device,
+                                         exclude_outliers=cfg.exclude_outliers,
+                                         skip=skip if epoch == start_epoch else 0)
+            for x in batches:
+                step_lr = lr * lr_multiplier(state.step, total, cfg.warmup_steps, cfg.decay_fraction)
+                for group in opt.param_groups:
+                    group["lr"] = step_lr
+                dead = state.since_fired >= cfg.dead_after_tokens
+                out = sae.loss(x, dead)
+                opt.zero_grad(set_to_none=True)
+                out.loss.backward()
+                if cfg.renormalise_decoder:
+                    sae.remove_parallel_decoder_grad()
+                opt.step()
+                if cfg.renormalise_decoder:
+                    sae.normalise_decoder()
 
-            active = out.code.active()
-            fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=device)
-            fired[out.code.indices[active]] = True
-            state.since_fired += x.shape[0]
-            state.since_fired[fired] = 0
-            state.step += 1
-            state.tokens += x.shape[0]
-            sums += torch.tensor([float(out.loss.detach()), float(out.fvu), float(out.aux),
-                                  float(active.sum()) / x.shape[0]], dtype=torch.float64)
-            n_sum += 1
-            bar.update(1)
+                active = out.code.active()
+                fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=device)
+                fired[out.code.indices[active]] = True
+                state.since_fired += x.shape[0]
+                state.since_fired[fired] = 0
+                state.step += 1
+                state.tokens += x.shape[0]
+                sums += torch.tensor([float(out.loss.detach()), float(out.fvu), float(out.aux),
+                                      float(active.sum()) / x.shape[0]], dtype=torch.float64)
+                n_sum += 1
+                bar.update(1)
 
-            if state.step % cfg.log_every == 0 or state.step == total:
-                state.seconds = time.perf_counter() - t_start
-                mean = (sums / n_sum).tolist()
-                row = {"step": state.step, "tokens": state.tokens, "epoch": epoch, "lr": step_lr,
-                       "loss": mean[0], "fvu": mean[1], "aux": mean[2], "l0": mean[3],
-                       "dead_fraction": float(dead.float().mean()), "seconds": state.seconds}
-                state.rows.append(row)
-                sums.zero_()
-                n_sum = 0
-                bar.set_postfix(fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}",
-                                dead=f"{row['dead_fraction']:.3f}", refresh=False)
-                if on_log:
-                    on_log(row)
-            if checkpoint and state.step % cfg.checkpoint_every == 0 and state.step < total:
-                state.seconds = time.perf_counter() - t_start
-                _save_checkpoint(checkpoint, cfg, sae, opt, state)
-    bar.close()
-    sae.drop_scratch()
+                if state.step % cfg.log_every == 0 or state.step == total:
+                    state.seconds = time.perf_counter() - t_start
+                    mean = (sums / n_sum).tolist()
+                    row = {"step": state.step, "tokens": state.tokens, "epoch": epoch, "lr": step_lr,
+                           "loss": mean[0], "fvu": mean[1], "aux": mean[2], "l0": mean[3],
+                           "dead_fraction": float(dead.float().mean()), "seconds": state.seconds}
+                    state.rows.append(row)
+                    sums.zero_()
+                    n_sum = 0
+                    bar.set_postfix(fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}",
+                                    dead=f"{row['dead_fraction']:.3f}", refresh=False)
+                    if on_log:
+                        on_log(row)
+                if checkpoint and state.step % cfg.checkpoint_every == 0 and state.step < total:
+                    state.seconds = time.perf_counter() - t_start
+                    _save_checkpoint(checkpoint, cfg, sae, opt, state)
+    finally:
+        bar.close()
+        sae.drop_scratch()
     state.seconds = time.perf_counter() - t_start
     tail = state.rows[-max(1, len(state.rows) // 10):]  # the last tenth of the curve
     summary = {
