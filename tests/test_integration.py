@@ -375,20 +375,20 @@ def test_dvc_repro_and_exp_run_rerun_only_affected_stages(tmp_path: Path) -> Non
     again = run([tool("dvc"), "repro"], proj)
     assert ran_stages(again.stdout) == set()
 
-    # A knob of the evaluation re-runs the evaluations (and crystals, which DVC sees depend on
-    # the SAE folder the evaluation writes into); an SAE knob re-runs training and everything
-    # after it, never the LM stages.
-    changed = run([tool("dvc"), "exp", "run", "-S", "evaluate.ce_contexts=4"], proj)
-    assert ran_stages(changed.stdout) == {"evaluate@15-256", "evaluate@15-512", "crystals@15"}, changed.stdout
-    assert "ce_contexts: 4" in (proj / "params.yaml").read_text()
+    # An SAE knob re-runs training and everything after it, never the LM stages.
     retrain = run([tool("dvc"), "exp", "run", "-S", "sae.k=8"], proj)
     assert ran_stages(retrain.stdout) == sae_jobs | analyses, retrain.stdout
     # How examples are shown changes the browser tables, not the codes, so no analysis that reads
-    # the codes (scaling, lobes, neighbours, ...) re-runs, and a splitting knob touches no other
-    # stage. One experiment sets both (one DVC run fewer keeps `make test` inside its time budget),
-    # so it cannot tell which key re-ran splitting; it does show neither reaches further.
-    shown_only = run([tool("dvc"), "exp", "run", "-S", "features.top_n=3", "-S", "splitting.child_cos=0.4"], proj)
-    assert ran_stages(shown_only.stdout) == {"features@15-256", "features@15-512", "splitting@15"}, shown_only.stdout
+    # the codes (scaling, lobes, neighbours, ...) re-runs; a splitting knob touches no other stage;
+    # an evaluation knob re-runs the evaluations (and crystals, which DVC sees depend on the SAE
+    # folder the evaluation writes into), never training. One experiment sets all three (two DVC
+    # runs fewer keep `make test` inside its time budget), so it cannot tell which key re-ran which
+    # of these stages; it does show that none of them reaches further.
+    shown_only = run([tool("dvc"), "exp", "run", "-S", "features.top_n=3", "-S", "splitting.child_cos=0.4",
+                      "-S", "evaluate.ce_contexts=4"], proj)
+    assert ran_stages(shown_only.stdout) == {"features@15-256", "features@15-512", "splitting@15", "evaluate@15-256",
+                                             "evaluate@15-512", "crystals@15"}, shown_only.stdout
+    assert "ce_contexts: 4" in (proj / "params.yaml").read_text()
     # A key no stage reads re-runs nothing.
     untouched = run([tool("dvc"), "exp", "run", "-S", "tracking.enabled=false"], proj)
     assert ran_stages(untouched.stdout) == set(), untouched.stdout
