@@ -64,19 +64,14 @@ class Batches:
 
 def ours(n: int, lr: float) -> tuple[Callable[[torch.Tensor], float], Callable[[torch.Tensor], float]]:
     from saeatlas.sae.model import build
+    from saeatlas.sae.train import make_optimizer, training_step
 
     torch.manual_seed(0)
     sae = build("topk", D, n, k=K)
-    opt = torch.optim.Adam(sae.parameters(), lr=lr, fused=True)  # as sae/train.py
+    opt = make_optimizer(sae, lr)
 
     def step(x: torch.Tensor) -> float:
-        out = sae.loss(x)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        sae.remove_parallel_decoder_grad()
-        opt.step()
-        sae.normalise_decoder()
-        return float(out.fvu)
+        return float(training_step(sae, opt, x).fvu)
 
     def fvu(x: torch.Tensor) -> float:
         with torch.no_grad():

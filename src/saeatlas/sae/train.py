@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from saeatlas.artifacts import write_bytes_atomic
-from saeatlas.sae.model import SAE, build
+from saeatlas.sae.model import SAE, Losses, build
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,27 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, sae: SAE, opt: torch.optim.Op
                       since_fired=ckpt["since_fired"].to(device), rows=list(ckpt["rows"]))
 
 
+def make_optimizer(sae: SAE, lr: float) -> torch.optim.Optimizer:
+    """Adam, fused: one kernel for the whole update (CPU and CUDA), ~10x faster than the
+    per-tensor loop on CPU."""
+    return torch.optim.Adam(sae.parameters(), lr=lr, fused=True)
+
+
+def training_step(sae: SAE, opt: torch.optim.Optimizer, x: torch.Tensor, dead: torch.Tensor | None = None,
+                  renormalise_decoder: bool = True) -> Losses:
+    """One optimiser step: loss, backward, the decoder's parallel-gradient removal, Adam, and the
+    renormalisation of the decoder rows. ``benchmarks/sae_train.py`` times exactly this."""
+    out = sae.loss(x, dead)
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    if renormalise_decoder:
+        sae.remove_parallel_decoder_grad()
+    opt.step()
+    if renormalise_decoder:
+        sae.normalise_decoder()
+    return out
+
+
 def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device = "cpu",
               checkpoint: Path | None = None, on_log: Callable[[dict[str, float]], None] | None = None,
               progress: bool = True, initial: SAE | None = None) -> TrainResult:
@@ -184,8 +205,7 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
                                                     **cfg.sae_options())
     sae = sae.to(device).train()
     lr = cfg.scaled_lr()
-    # fused: one kernel for the whole update (CPU and CUDA); ~10x faster than the per-tensor loop on CPU
-    opt = torch.optim.Adam(sae.parameters(), lr=lr, fused=True)
+    opt = make_optimizer(sae, lr)
     per_epoch = source.batches_per_epoch(cfg.batch_size, cfg.exclude_outliers)
     total = per_epoch * cfg.epochs
     if total == 0:
@@ -221,14 +241,7 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
                 for group in opt.param_groups:
                     group["lr"] = step_lr
                 dead = state.since_fired >= cfg.dead_after_tokens
-                out = sae.loss(x, dead)
-                opt.zero_grad(set_to_none=True)
-                out.loss.backward()
-                if cfg.renormalise_decoder:
-                    sae.remove_parallel_decoder_grad()
-                opt.step()
-                if cfg.renormalise_decoder:
-                    sae.normalise_decoder()
+                out = training_step(sae, opt, x, dead, cfg.renormalise_decoder)
 
                 active = out.code.active()
                 fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=device)
