@@ -39,7 +39,7 @@ test: $(VENV)/.installed-test
 	. $(VENV)/bin/activate && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python -m pytest -q --durations=25
 
 lint: $(VENV)/.installed
-	. $(VENV)/bin/activate && snakemake --lint && python -m saeatlas dvc-yaml --check
+	. $(VENV)/bin/activate && snakemake --lint && python -m saeatlas generate --check
 
 clean-venv:
 	rm -rf $(VENV)

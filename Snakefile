@@ -2,7 +2,10 @@
 # `snakemake --configfile params/smoke.yaml ...` picks another parameter set;
 # `snakemake --profile workflow/profiles/slurm` runs the same graph on a SLURM cluster.
 # Rules are built from the stage table in src/saeatlas/pipeline.py, the same table dvc.yaml
-# is generated from, so both front-ends run the same commands on the same files.
+# is generated from, so both front-ends run the same commands on the same files. When a run
+# succeeds, DVC records what it built (dvc.lock), so `dvc status` / `dvc exp run` continue from it.
+import shlex
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -12,16 +15,14 @@ configfile: "params.yaml"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/model.smk"
-include: "workflow/rules/corpus.smk"
-include: "workflow/rules/activations.smk"
-include: "workflow/rules/sae.smk"
-include: "workflow/rules/features.smk"
-include: "workflow/rules/analysis.smk"
-include: "workflow/rules/geometry.smk"
+include: "workflow/rules/stages.smk"
 
 
 rule all:
     input:
         ALL_TARGETS,
     default_target: True
+
+
+onsuccess:
+    shell(f"python -m saeatlas dvc-adopt --params {shlex.quote(PARAMS)}")

@@ -2,7 +2,7 @@
 """Throughput and peak RSS of the lobes analysis's co-occurrence counting pass, against a dense
 GEMM roofline, at two token counts.
 
-The pass (``saeatlas.analysis.geometry.lobes.count_cooccurrence``) streams the code store chunk by
+The pass (``saeatlas.analysis.lobes.cooccurrence.count_cooccurrence``) streams the code store chunk by
 chunk, builds the sparse binary block x feature matrix ``B`` of each chunk and accumulates
 ``C += BᵀB`` into one n x n matrix. Reported:
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -93,7 +94,7 @@ def write_codes(directory: Path, n_tokens: int, n_latents: int, decoder: bool = 
 
 def count_child(n_tokens: int, n_latents: int, block_size: int, chunk_rows: int, method: str,
                 tmp_root: str) -> dict[str, Any]:
-    from saeatlas.analysis.geometry.lobes import count_cooccurrence, iter_code_chunks
+    from saeatlas.analysis.lobes.cooccurrence import count_cooccurrence, iter_code_chunks
     from saeatlas.codes import SparseCodes
 
     out: dict[str, Any] = {"tokens": n_tokens, "rss_base_mb": peak_rss_mb()}
@@ -119,7 +120,8 @@ def count_child(n_tokens: int, n_latents: int, block_size: int, chunk_rows: int,
 
 def analysis_child(n_tokens: int, n_latents: int, tmp_root: str) -> dict[str, Any]:
     """The whole lobes analysis at this size (default config), codes streamed from a store."""
-    from saeatlas.analysis.geometry.lobes import LobesConfig, LobesInputs, run
+    from saeatlas.analysis.lobes.compute import LobesInputs, run
+    from saeatlas.analysis.lobes.config import LobesConfig
     from saeatlas.codes import SparseCodes
 
     out: dict[str, Any] = {"tokens": n_tokens, "rss_base_mb": peak_rss_mb()}
@@ -130,7 +132,7 @@ def analysis_child(n_tokens: int, n_latents: int, tmp_root: str) -> dict[str, An
         inputs = LobesInputs(store, n_latents, PPC, np.asarray(store.decoder()), domains,
                              ("wiki", "literature", "news", "dialogue", "code", "docs"))
         t0 = time.perf_counter()
-        result = run(LobesConfig(), inputs, progress=False)
+        result = run(LobesConfig(), inputs)
         out["seconds"] = time.perf_counter() - t0
         out["metrics"] = {k: v for k, v in result.metrics.items() if k.startswith(("n_", "eig.", "k2.", "k256."))}
     out["rss_peak_mb"] = peak_rss_mb()
@@ -159,6 +161,7 @@ def main() -> None:
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
+        os.environ.setdefault("SAEATLAS_PROGRESS", "0")  # no progress bars in a timed child
         if args.analysis:
             result = analysis_child(args.child, args.size, args.tmp_dir)
         else:

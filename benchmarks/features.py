@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def streaming_pass(store_dir: Path, codes_dir: Path, n_latents: int, batch: int) -> dict[str, Any]:
-    """Run the stage's passes (as ``stages.run_features`` does) and time each one."""
+    """Run the stage's passes (as ``stages/features.py`` does) and time each one."""
     from saeatlas import config
     from saeatlas.activations import ActivationStore
     from saeatlas.features import activation_at, encode_store, feature_stats, select_examples, windows

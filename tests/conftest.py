@@ -1,4 +1,6 @@
-"""Shared fixtures: a throw-away copy of the project, and the real model converted once."""
+"""Shared fixtures: a throw-away copy of the project, the real model converted once, and the
+smoke study run once per session (by Snakemake, as `make study` runs it) for every test that
+needs a built study: the integration, DVC and stage-contract tests read it or clone it."""
 
 from __future__ import annotations
 
@@ -90,3 +92,36 @@ def prepared_project(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) 
     shutil.copytree(model_dir, dest)
     run_cli(["corpus", "--params", "params.yaml"], proj)
     return proj
+
+
+def run_tool(cmd: list[str], cwd: Path, timeout: float = 1500, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def git_commit_all(proj: Path, message: str = "init") -> None:
+    run_tool(["git", "init", "-q"], proj)
+    run_tool(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], proj)
+    run_tool(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", message], proj)
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh clone-like copy (a git repo) whose params.yaml is params/smoke.yaml, on which
+    `snakemake --configfile params.yaml` (what `make study PARAMS=params.yaml` runs) has built the
+    whole study; its success hook recorded the build in DVC. Read it; to change it, clone it
+    (``clone_study``)."""
+    proj = copy_project(tmp_path_factory.mktemp("smoke"))
+    git_commit_all(proj)
+    run_tool([tool("snakemake"), "--cores", "2", "--configfile", "params.yaml"], proj)
+    run_tool(["git", "add", "dvc.lock"], proj)  # what a user commits after a run
+    run_tool(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "study"], proj)
+    return proj
+
+
+def clone_study(study: Path, dest: Path) -> Path:
+    """A private copy of a built study (work tree, results, git and DVC state), to change."""
+    shutil.copytree(study, dest, symlinks=True)
+    return dest

@@ -17,7 +17,7 @@ import pytest
 from saeatlas.activations import ActivationStore, StoreWriter, FORMAT, shard_name
 from saeatlas.errors import StoreError
 
-from conftest import copy_project, run_cli
+from conftest import run_cli
 
 D = 8
 

@@ -14,30 +14,29 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from saeatlas.analysis.geometry.crystals import (
-    TASKS,
-    CrystalsConfig,
-    CrystalsInputs,
-    available_tasks,
-    distractor_classes,
-    distractor_labels,
-    holm,
-    lda_projector,
+from saeatlas.analysis.common.output import write_output
+from saeatlas.analysis.common.stats import holm, permutation_p
+from saeatlas.analysis.crystals.compute import CrystalsInputs, run
+from saeatlas.analysis.crystals.config import CrystalsConfig
+from saeatlas.analysis.crystals.lda import distractor_classes, lda_projector, project_out
+from saeatlas.analysis.crystals.quality import (
     leave_one_out_cosines,
-    load_tasks,
     observed_cosines,
-    parse_pairs,
-    permutation_p,
     permutations,
     permuted_cosines,
-    project_out,
     quality_scores,
-    run,
     task_geometry,
     task_quality,
+)
+from saeatlas.analysis.crystals.section import section
+from saeatlas.analysis.crystals.tasks import (
+    TASKS,
+    available_tasks,
+    distractor_labels,
+    load_tasks,
+    parse_pairs,
     vocabulary,
 )
-from saeatlas.analysis.output import write_output
 
 FAST = dict(n_permutations=199, n_bootstrap=100, max_word_tokens=0, projection_task="")
 
@@ -121,7 +120,7 @@ def test_config_from_params_coerces_and_names_bad_keys() -> None:
         CrystalsConfig.from_params({"n_perms": 10})
     with pytest.raises(ValueError, match=r"crystals\.n_permutations: expected an integer"):
         CrystalsConfig.from_params({"n_permutations": "many"})
-    with pytest.raises(ValueError, match=r"crystals\.tasks: unknown \['capitals'\]"):
+    with pytest.raises(ValueError, match=r"crystals\.tasks\[0\]: must be one of .*got 'capitals'"):
         CrystalsConfig.from_params({"tasks": ["capitals"]})
     with pytest.raises(ValueError, match=r"crystals\.template"):
         CrystalsConfig.from_params({"template": "{word} is a word"})
@@ -476,3 +475,23 @@ def test_output_follows_the_analysis_contract(tmp_path: Path) -> None:
     assert len(fig["data"]) == 6 and "planted" in fig["layout"]["title"]["text"]
     lda_rows = (tmp_path / "crystals" / "tables" / "lda.csv").read_text().splitlines()
     assert len(lda_rows) == 1 + 3 * 3
+
+
+def test_section_reports_the_written_numbers_beside_their_nulls(tmp_path: Path) -> None:
+    inputs, _ = _planted_inputs(seed=10, n=25, codes=True)
+    cfg = replace(CrystalsConfig(lda_distractors=("length",)), **{**FAST, "projection_task": "planted"})
+    out = run(cfg, inputs)
+    write_output(out, tmp_path / "crystals", tmp_path / "metrics.json", "hash")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    sec = section(metrics, tmp_path / "crystals")
+    assert sec.missing_files(tmp_path / "crystals") == []
+    assert {f.path for f in sec.figures} == {"figures/crystals_quality.png", "figures/crystals_pca.plotly.json"}
+    assert f"{metrics['mean.act.cos_mean']:.3g}" in sec.summary
+    assert f"{metrics['mean.act.cos_mean_null']:.3g}" in sec.summary
+    assert f"{int(metrics['act.cos_mean_significant'])} of 4 tasks" in sec.summary
+    assert sec.order == 50 and not sec.notes
+    # a task with too few usable pairs is named in the notes; with none evaluated, the summary says so
+    few = section({**metrics, "random.evaluated": 0, "random.n_pairs": 3}, tmp_path / "crystals")
+    assert any("random (3 usable pairs" in n for n in few.notes)
+    none = {"planted.evaluated": 0, "planted.n_pairs": 3, "act.lda_directions": 0}
+    assert "not estimated" in section(none, tmp_path / "crystals").summary

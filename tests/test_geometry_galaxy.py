@@ -16,22 +16,19 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from saeatlas.analysis.geometry.galaxy import (
+from saeatlas.analysis.common.linalg import random_rotation
+from saeatlas.analysis.common.output import AnalysisOutput, write_output
+from saeatlas.analysis.galaxy.compute import GalaxyInputs, run
+from saeatlas.analysis.galaxy.config import GalaxyConfig
+from saeatlas.analysis.galaxy.entropy import clustering_negentropy, gaussian_entropy, knn_entropy, reference_terms
+from saeatlas.analysis.galaxy.section import section
+from saeatlas.analysis.galaxy.spectrum import (
     LI2024_SLOPE_GAUSSIAN,
     LI2024_SLOPE_LAYER12,
-    GalaxyConfig,
-    GalaxyInputs,
     bootstrap_spectra,
-    clustering_negentropy,
     covariance_spectrum,
     fit_spectrum_slope,
-    gaussian_entropy,
-    knn_entropy,
-    reference_terms,
-    run,
 )
-from saeatlas.analysis.output import AnalysisOutput, write_output
-from saeatlas.analysis.splitting import random_rotation
 
 
 @pytest.fixture(autouse=True)
@@ -192,7 +189,7 @@ def small_inputs(d: int = 24, seed: int = 0) -> GalaxyInputs:
 
 
 def test_run_finds_the_planted_structure_beside_its_nulls() -> None:
-    out = run(SMALL, small_inputs(), progress=False)
+    out = run(SMALL, small_inputs())
     m = out.metrics
     assert m["layer"] == 7 and m["d"] == 24
     assert m["reference.li2024_slope_layer12"] == LI2024_SLOPE_LAYER12 == 0.47
@@ -216,15 +213,15 @@ def test_run_finds_the_planted_structure_beside_its_nulls() -> None:
 
 def test_run_is_deterministic_and_each_size_independent_of_the_others() -> None:
     cfg = replace(SMALL, n_bootstrap=5)
-    a = run(cfg, small_inputs(), progress=False).metrics
-    b = run(cfg, small_inputs(), progress=False).metrics
+    a = run(cfg, small_inputs()).metrics
+    b = run(cfg, small_inputs()).metrics
     assert a == b
     only = small_inputs()
     only = replace(only, sizes=(1200,), decoders={1200: only.decoders[1200]})
-    c = run(cfg, only, progress=False).metrics
+    c = run(cfg, only).metrics
     assert {k: v for k, v in c.items() if k.startswith("n1200.")} == {k: v for k, v in a.items()
                                                                        if k.startswith("n1200.")}
-    other_seed = run(replace(cfg, seed=1), small_inputs(), progress=False).metrics
+    other_seed = run(replace(cfg, seed=1), small_inputs()).metrics
     assert other_seed["n1200.negentropy_gaussian"] != a["n1200.negentropy_gaussian"]
 
 
@@ -232,7 +229,7 @@ def test_output_follows_the_analysis_contract(tmp_path: Path) -> None:
     import plotly.graph_objects as go
     from matplotlib.figure import Figure
 
-    out = run(SMALL, small_inputs(), progress=False)
+    out = run(SMALL, small_inputs())
     assert isinstance(out, AnalysisOutput)
     assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in out.metrics.values())
     assert all(isinstance(f, Figure) for f in out.figures.values()) and out.figures
@@ -255,12 +252,12 @@ def test_output_follows_the_analysis_contract(tmp_path: Path) -> None:
     assert (tmp_path / "galaxy" / "figures" / "galaxy_spectrum.png").stat().st_size > 0
     assert (tmp_path / "galaxy" / "tables" / "spectra.csv").read_text().count("\n") == 2 * 24 + 1
     # The other switches: raw rows, uncentred second moments, no bootstrap (so no intervals).
-    raw = run(replace(SMALL, normalize_rows=False, center=False, n_bootstrap=0), small_inputs(), progress=False)
+    raw = run(replace(SMALL, normalize_rows=False, center=False, n_bootstrap=0), small_inputs())
     assert all(math.isfinite(v) for v in raw.metrics.values())
     assert "n600.slope" in raw.metrics and not any(k.endswith(("_ci_low", "_ci_high")) for k in raw.metrics)
     assert raw.metrics["n600.negentropy_estimated"] == 1
     # the negentropy is always taken about the mean, so it ignores the spectrum's centring switch
-    centred_raw = run(replace(SMALL, normalize_rows=False, n_bootstrap=0), small_inputs(), progress=False)
+    centred_raw = run(replace(SMALL, normalize_rows=False, n_bootstrap=0), small_inputs())
     assert raw.metrics["n1200.negentropy"] == pytest.approx(centred_raw.metrics["n1200.negentropy"], abs=1e-9)
     assert raw.metrics["n1200.slope"] != pytest.approx(centred_raw.metrics["n1200.slope"], abs=0.01)  # mean ≠ 0 there
 
@@ -292,14 +289,35 @@ def test_config_from_params_and_errors_that_name_the_key() -> None:
 def test_inputs_are_checked_against_each_other_and_the_config() -> None:
     inputs = small_inputs()
     with pytest.raises(ValueError, match=r"galaxy\.rank_max = 30 exceeds the width d = 24"):
-        run(replace(SMALL, rank_max=30), inputs, progress=False)
+        run(replace(SMALL, rank_max=30), inputs)
     with pytest.raises(ValueError, match=r"galaxy\.entropy_dims = 24 must be < the width"):
-        run(replace(SMALL, entropy_dims=24), inputs, progress=False)
+        run(replace(SMALL, entropy_dims=24), inputs)
     with pytest.raises(ValueError, match="ascending"):
-        run(SMALL, replace(inputs, sizes=(1200, 600)), progress=False)
+        run(SMALL, replace(inputs, sizes=(1200, 600)))
     with pytest.raises(ValueError, match=r"size 600: decoder shape \(500, 24\)"):
-        run(SMALL, replace(inputs, decoders={**inputs.decoders, 600: inputs.decoders[600][:500]}), progress=False)
+        run(SMALL, replace(inputs, decoders={**inputs.decoders, 600: inputs.decoders[600][:500]}))
     with pytest.raises(ValueError, match=r"size 1200: decoder width 24 differs"):
-        run(SMALL, replace(inputs, decoders={**inputs.decoders, 600: inputs.decoders[600][:, :10]}), progress=False)
+        run(SMALL, replace(inputs, decoders={**inputs.decoders, 600: inputs.decoders[600][:, :10]}))
     with pytest.raises(ValueError, match="activations shape"):
-        run(SMALL, replace(inputs, activations=inputs.activations[:, :5]), progress=False)
+        run(SMALL, replace(inputs, activations=inputs.activations[:, :5]))
+
+
+# ------------------------------------------------------------------------------------------
+# Report section
+# ------------------------------------------------------------------------------------------
+
+
+def test_section_reads_the_written_output(tmp_path: Path) -> None:
+    out = run(replace(SMALL, n_bootstrap=10), small_inputs())
+    write_output(out, tmp_path / "galaxy", tmp_path / "metrics.json", "hash")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    sec = section(metrics, tmp_path / "galaxy")
+    assert sec.missing_files(tmp_path / "galaxy") == []
+    assert sec.figures and sec.tables and sec.order == 70
+    assert f"{metrics['largest.slope']:.3g}" in sec.summary
+    assert f"{metrics['largest.negentropy']:.3g}" in sec.summary
+    assert "0.47" in sec.summary  # the published reference beside the estimate
+    assert "The negentropy lies above its isotropic null" in sec.summary  # the clustered n = 1200 is
+    # Without a bootstrap there is no interval to test against the null, and the section says so.
+    bare = run(replace(SMALL, n_bootstrap=0), small_inputs()).metrics
+    assert "not tested against its null" in section(bare, tmp_path / "galaxy").summary

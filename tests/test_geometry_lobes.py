@@ -16,25 +16,22 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from saeatlas.analysis.geometry.lobes import (
-    AMIScorer,
-    LobesConfig,
-    LobesInputs,
+from saeatlas.analysis.common.output import write_output
+from saeatlas.analysis.common.stats import null_summary
+from saeatlas.analysis.lobes.ami import AMIScorer, density_bins
+from saeatlas.analysis.lobes.compute import LobesInputs, run
+from saeatlas.analysis.lobes.config import LobesConfig
+from saeatlas.analysis.lobes.cooccurrence import block_ids, count_cooccurrence, iter_code_chunks
+from saeatlas.analysis.lobes.domains import domain_enrichment
+from saeatlas.analysis.lobes.section import section
+from saeatlas.analysis.lobes.spectral import (
     affinity,
     angular_affinity,
-    block_ids,
     compact_square,
-    count_cooccurrence,
-    density_bins,
-    domain_enrichment,
-    iter_code_chunks,
     kmeans_labels,
-    null_summary,
-    run,
     spectral_embedding,
     top_eigenpairs,
 )
-from saeatlas.analysis.output import write_output
 from saeatlas.codes import CodeWriter, SparseCodes
 
 # ------------------------------------------------------------------------------------------
@@ -278,7 +275,7 @@ FAST = LobesConfig(k_values=(8,), domain_k_max=1, block_size=16, n_permutations=
 
 def test_planted_aligned_lobes_agree_with_geometry_far_above_both_nulls() -> None:
     inputs = planted(8, 24, aligned=True, seed=0)
-    out = run(FAST, inputs, progress=False)
+    out = run(FAST, inputs)
     m = out.metrics
     assert m["n_analysed"] == 192 and m["n_dead"] == 0
     assert m["k8.ami"] > 0.9
@@ -294,7 +291,7 @@ def test_planted_aligned_lobes_agree_with_geometry_far_above_both_nulls() -> Non
 
 
 def test_planted_independent_geometry_gives_ami_within_the_null() -> None:
-    out = run(FAST, planted(8, 24, aligned=False, seed=1), progress=False)
+    out = run(FAST, planted(8, 24, aligned=False, seed=1))
     m = out.metrics
     assert abs(m["k8.ami"]) < 0.05 and abs(m["k8.ami_z"]) < 3.5 and m["k8.ami_p"] > 0.005
     assert abs(m["k8.ami_density_z"]) < 3.5
@@ -304,7 +301,7 @@ def test_planted_independent_geometry_gives_ami_within_the_null() -> None:
 def test_planted_domain_groups_are_found_by_the_enrichment() -> None:
     cfg = replace(FAST, k_values=(3,), domain_k_max=3, classifier_k_max=0, n_permutations=100)
     inputs = planted(3, 30, aligned=True, seed=2, domains=True)
-    out = run(cfg, inputs, progress=False)
+    out = run(cfg, inputs)
     rows = [r for r in out.tables["lobe_domain_enrichment"] if r["k"] == 3]
     assert len(rows) == 9
     best = {}
@@ -332,13 +329,13 @@ def test_config_from_params_and_errors_name_the_key() -> None:
     cfg = LobesConfig.from_params({"block_size": 64, "k_values": [2, 8], "affinity": "jaccard"})
     assert cfg.block_size == 64 and cfg.k_values == (2, 8) and cfg.affinity == "jaccard"
     assert cfg.cluster_ks() == (2, 3, 4, 8)
-    for section, key in (({"block_size": "x"}, "lobes.block_size"), ({"k_values": [2, 1.5]}, r"lobes.k_values\[1\]"),
+    for bad, key in (({"block_size": "x"}, "lobes.block_size"), ({"k_values": [2, 1.5]}, r"lobes.k_values\[1\]"),
                          ({"blok_size": 3}, "blok_size"), ({"affinity": "cosine"}, "lobes.affinity"),
                          ({"k_values": [1, 4]}, "lobes.k_values"), ({"cv_folds": 1}, "lobes.cv_folds"),
                          ({"n_permutations": 0}, "lobes.n_permutations"),
                          ({"count_method": "gpu"}, "lobes.count_method")):
         with pytest.raises(ValueError, match=key):
-            LobesConfig.from_params(section)
+            LobesConfig.from_params(bad)
 
 
 def test_dead_rare_and_isolated_features_are_left_out_and_counted() -> None:
@@ -351,19 +348,19 @@ def test_dead_rare_and_isolated_features_are_left_out_and_counted() -> None:
     x = sparse.hstack([x, sparse.csr_matrix((x.shape[0], 1))]).tolil()  # another dead, never fired
     dec = np.vstack([inputs.decoder, np.ones((1, inputs.decoder.shape[1]))])
     cfg = replace(FAST, k_values=(4,), classifier_k_max=4, n_permutations=50)
-    out = run(cfg, LobesInputs(x.tocsr(), n + 1, inputs.positions_per_context, dec), progress=False)
+    out = run(cfg, LobesInputs(x.tocsr(), n + 1, inputs.positions_per_context, dec))
     m = out.metrics
     assert m["n_dead"] == 2 and m["n_rare"] == 1 and m["n_always_on"] == 0
     assert m["n_analysed"] == n + 1 - 3 - m["n_isolated"]
     kept = {r["feature"] for r in out.tables["lobe_assignments"]}
     assert not kept & {0, 1, n}
     with pytest.raises(ValueError, match="decoder shape"):
-        run(cfg, LobesInputs(x.tocsr(), n + 1, inputs.positions_per_context, inputs.decoder), progress=False)
+        run(cfg, LobesInputs(x.tocsr(), n + 1, inputs.positions_per_context, inputs.decoder))
 
 
 def test_output_goes_through_the_shared_writer(tmp_path: Path) -> None:
     cfg = replace(FAST, k_values=(2, 3), domain_k_max=2, n_permutations=30)
-    out = run(cfg, planted(3, 16, aligned=True, seed=4, contexts=90, domains=True), progress=False)
+    out = run(cfg, planted(3, 16, aligned=True, seed=4, contexts=90, domains=True))
     write_output(out, tmp_path / "lobes", tmp_path / "metrics.json", "hash")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["k3.ami"] == pytest.approx(out.metrics["k3.ami"])
@@ -373,3 +370,22 @@ def test_output_goes_through_the_shared_writer(tmp_path: Path) -> None:
     assert (tmp_path / "lobes" / "figures" / "lobes_ami.png").stat().st_size > 0
     heat = json.loads((tmp_path / "lobes" / "figures" / "lobes_domains.plotly.json").read_text())
     assert heat["data"][0]["type"] == "heatmap" and len(heat["data"][0]["y"]) == 2
+
+
+def test_section_reads_the_written_metrics(tmp_path: Path) -> None:
+    from saeatlas.analysis.common.section import Number
+
+    cfg = replace(FAST, k_values=(2, 3), domain_k_max=2, n_permutations=30)
+    out = run(cfg, planted(3, 16, aligned=True, seed=4, contexts=90, domains=True))
+    write_output(out, tmp_path / "lobes", tmp_path / "metrics.json", "hash")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    sec = section(metrics, tmp_path / "lobes")
+    assert sec.missing_files(tmp_path / "lobes") == []
+    assert sec.order == 60 and sec.figures and sec.tables
+    ami = Number("AMI at k=2", metrics["k2.ami"], null=metrics["k2.ami_null_mean"],
+                 published="≈ 0.06 at k=2 (Li et al. 2024)")
+    assert ami.text() in sec.summary and f"{metrics['k2.ami']:.3g}" in sec.summary
+    assert f"{metrics['k2.balanced_accuracy']:.3g}" in sec.summary
+    # nothing clustered: the summary says agreement was not estimated
+    empty = section({"n_analysed": 3, "n_latents": 10}, tmp_path / "lobes")
+    assert "not estimated" in empty.summary and empty.missing_files(tmp_path / "lobes") == []

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saeatlas.analysis.geometry.neighbours import (
-    NeighboursConfig,
+from saeatlas.analysis.common.linalg import unit_rows
+from saeatlas.analysis.common.output import AnalysisOutput, write_output
+from saeatlas.analysis.neighbours.compute import (
     NeighboursInputs,
     cosine_summary,
     exact_neighbours,
@@ -22,8 +23,8 @@ from saeatlas.analysis.geometry.neighbours import (
     map_parent_hits,
     run,
 )
-from saeatlas.analysis.output import AnalysisOutput, write_output
-from saeatlas.analysis.splitting import unit_rows
+from saeatlas.analysis.neighbours.config import NeighboursConfig
+from saeatlas.analysis.neighbours.section import section
 
 # ------------------------------------------------------------------------------------------
 # Exact neighbours
@@ -129,15 +130,16 @@ def test_map_parent_hits_planted_and_random_coordinates() -> None:
 
 
 @pytest.mark.parametrize("section, message", [
-    ({"k": 0}, r"neighbours\.k must be >= 1"),
-    ({"chunk": 0}, r"neighbours\.chunk must be >= 1"),
-    ({"n_neighbors": 1}, r"neighbours\.n_neighbors must be >= 2"),
-    ({"min_dist": 1.5}, r"neighbours\.min_dist must be in \[0, 1\]"),
-    ({"metric": "manhattan"}, r"neighbours\.metric must be one of"),
-    ({"match_cos": 2.0}, r"neighbours\.match_cos must be in"),
-    ({"null_permutations": 0}, r"neighbours\.null_permutations must be >= 1"),
+    ({"k": 0}, r"neighbours\.k: must be >= 1"),
+    ({"chunk": 0}, r"neighbours\.chunk: must be >= 1"),
+    ({"n_neighbors": 1}, r"neighbours\.n_neighbors: must be >= 2"),
+    ({"min_dist": 1.5}, r"neighbours\.min_dist: must be <= 1"),
+    ({"metric": "manhattan"}, r"neighbours\.metric: must be one of"),
+    ({"match_cos": 2.0}, r"neighbours\.match_cos: must be <= 1"),
+    ({"null_permutations": 0}, r"neighbours\.null_permutations: must be >= 1"),
     ({"trust_sample": 20}, r"neighbours\.trust_sample must be > 2 \* k"),
-    ({"seed": -1}, r"neighbours\.seed must be >= 0"),
+    ({"trust_sample": 2}, r"neighbours\.trust_sample: must be >= 3"),
+    ({"seed": -1}, r"neighbours\.seed: must be >= 0"),
     ({"k": 2.5}, r"neighbours\.k: expected an integer"),
     ({"joint": "yes"}, r"neighbours\.joint: expected true or false"),
     ({"n_neighbours": 15}, r"neighbours: unknown key\(s\) \['n_neighbours'\]"),
@@ -168,9 +170,9 @@ def test_inputs_validate_and_run_guards() -> None:
         with pytest.raises(ValueError, match=message):
             inputs.validate()
     with pytest.raises(ValueError, match=r"neighbours\.k = 25 is too large for the smallest size 40"):
-        run(NeighboursConfig(k=25, trust_sample=100), NeighboursInputs((40, 80), ok), progress=False)
+        run(NeighboursConfig(k=25, trust_sample=100), NeighboursInputs((40, 80), ok))
     with pytest.raises(ValueError, match=r"neighbours\.n_neighbors = 40 must be < the smallest size 40"):
-        run(NeighboursConfig(n_neighbors=40), NeighboursInputs((40, 80), ok), progress=False)
+        run(NeighboursConfig(n_neighbors=40), NeighboursInputs((40, 80), ok))
 
 
 # ------------------------------------------------------------------------------------------
@@ -202,7 +204,7 @@ def planted_hierarchy() -> tuple[NeighboursInputs, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def result() -> AnalysisOutput:
-    return run(CFG, planted_hierarchy()[0], progress=False)
+    return run(CFG, planted_hierarchy()[0])
 
 
 def test_planted_hierarchy_neighbours(result: AnalysisOutput) -> None:
@@ -245,13 +247,13 @@ def test_tables_figures_and_determinism(result: AnalysisOutput) -> None:
     assert [t["type"] for t in fig["data"]] == ["scattergl", "scattergl"]
     assert len(fig["data"][1]["x"]) == 2 * N_PARENTS and fig["data"][1]["text"][0].startswith(f"{2 * N_PARENTS}:0<br>")
     # same seed, same everything (UMAP with random_state is single-threaded and deterministic)
-    again = run(CFG, planted_hierarchy()[0], progress=False)
+    again = run(CFG, planted_hierarchy()[0])
     assert again.metrics == result.metrics
     assert again.tables == result.tables
 
 
 def test_without_joint_map(result: AnalysisOutput) -> None:
-    out = run(replace(CFG, joint=False), planted_hierarchy()[0], progress=False)
+    out = run(replace(CFG, joint=False), planted_hierarchy()[0])
     assert not any(k.startswith(("pair_", "joint.", "mean.")) for k in out.metrics)
     assert set(out.tables["umap_coordinates"][0]) == {"size", "feature", "x", "y"}
     assert out.interactive["neighbours_map"]["data"][1]["visible"] == "legendonly"
@@ -271,3 +273,20 @@ def test_output_writes_valid_json_without_nan(result: AnalysisOutput, tmp_path: 
     for name in ("neighbours_maps", "neighbours_cosines"):
         assert (tmp_path / "neighbours" / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     json.loads((tmp_path / "neighbours" / "figures" / "neighbours_map.plotly.json").read_text(), parse_constant=no_nan)
+
+
+def test_section_reads_the_written_output(result: AnalysisOutput, tmp_path: Path) -> None:
+    out_dir = tmp_path / "neighbours"
+    write_output(result, out_dir, tmp_path / "metrics.json", params_hash="test")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    sec = section(metrics, out_dir)
+    assert sec.missing_files(out_dir) == []
+    assert sec.order == 40 and sec.figures and sec.tables
+    large = 2 * N_PARENTS
+    assert f"{metrics[f'n{large}.nn_cos_mean']:.3g}" in sec.summary
+    assert f"{metrics[f'n{large}.nn_cos_mean_null']:.3g}" in sec.summary
+    assert f"{metrics['mean.map_parent_in_knn']:.3g}" in sec.summary
+    assert "tighter neighbourhoods than chance" in sec.summary
+    # without a joint map the cross-size test is said to be not estimated
+    no_joint = {k: v for k, v in metrics.items() if not k.startswith(("pair_", "joint.", "mean."))}
+    assert "not estimated" in section(no_joint, out_dir).summary

@@ -20,9 +20,10 @@ import torch
 from saeatlas import config
 from saeatlas.activations import ActivationStore
 from saeatlas.corpus import CorpusSplit, read_documents
+from saeatlas.pipeline import STAGES
 from saeatlas.sources import SkipCounter, iter_documents
 
-from conftest import copy_project, tool
+from conftest import clone_study, run_tool, tool
 
 pytestmark = pytest.mark.slow
 
@@ -30,23 +31,18 @@ MODEL = "smollm2-135m-instruct"
 STORE = Path(f"results/activations/{MODEL}/layer15")
 
 
-def run(cmd: list[str], cwd: Path, timeout: float = 1200) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    return proc
+run = run_tool
 
 
 @pytest.fixture(scope="module")
-def snakemake_project(tmp_path_factory) -> Path:
-    """A fresh project on which `snakemake --configfile params/smoke.yaml` has run the whole graph."""
-    proj = copy_project(tmp_path_factory.mktemp("snake"), params=None)
-    run([tool("snakemake"), "--cores", "2", "--configfile", "params/smoke.yaml"], proj)
-    return proj
+def snakemake_project(smoke_study: Path) -> Path:
+    """The session's smoke study (built once by Snakemake, see conftest.smoke_study)."""
+    return smoke_study
 
 
 def test_snakemake_smoke_study_writes_checked_content(snakemake_project: Path) -> None:
     proj = snakemake_project
-    params = config.load(proj / "params/smoke.yaml")
+    params = config.load(proj / "params.yaml")
     positions = params.corpus.positions_per_context
     corpus_dir = proj / "results/corpus"
 
@@ -109,14 +105,13 @@ def test_snakemake_smoke_study_writes_checked_content(snakemake_project: Path) -
     assert corpus_metrics["train.tokens"] == store.n_tokens
     assert 0.25 < corpus_metrics["train.domain_fraction.news"] < 0.26
 
-    # One log per job; a second run has nothing to do.
-    logs = ["model.log", "corpus.log", "activations-layer15.log"]
-    logs += [f"{stage}-layer15-size{n}.log" for stage in ("train_sae", "evaluate", "features") for n in params.sae.sizes]
-    logs += [f"lobes-layer15-size{n}.log" for n in params.sae.sizes]
-    logs += [f"{stage}-layer15.log" for stage in ("splitting", "scaling", "neighbours", "crystals", "galaxy")]
-    for log in logs:
-        assert "INFO" in (proj / "results/logs" / log).read_text()
-    again = run([tool("snakemake"), "--cores", "2", "--configfile", "params/smoke.yaml"], proj)
+    # One log per job of every stage in the table; a second run has nothing to do.
+    for stage in STAGES:
+        sizes = params.sae.sizes if "size" in stage.wildcards else [None]
+        for n in sizes:
+            log = stage.log_path().format(layer=15, size=n)
+            assert "INFO" in (proj / log).read_text(), log
+    again = run([tool("snakemake"), "--cores", "2", "--configfile", "params.yaml"], proj)
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
@@ -127,7 +122,7 @@ def test_smoke_saes_load_in_sae_lens_and_their_metrics_are_sane(snakemake_projec
     from saeatlas.sae.io import load_sae
 
     proj = snakemake_project
-    params = config.load(proj / "params/smoke.yaml")
+    params = config.load(proj / "params.yaml")
     store = ActivationStore.open(proj / STORE / "eval")
     x = torch.from_numpy(np.array(store.shard(0)[:256], dtype=np.float32))
     x = x[torch.from_numpy(store.ordinary_mask(0, 256))]
@@ -176,7 +171,7 @@ def test_smoke_feature_tables_and_analyses_hold_by_value(snakemake_project: Path
     from saeatlas.codes import SparseCodes
 
     proj = snakemake_project
-    params = config.load(proj / "params/smoke.yaml")
+    params = config.load(proj / "params.yaml")
     store = ActivationStore.open(proj / STORE / "eval")
     tokens = np.asarray(store.tokens())
     alive = {}
@@ -229,7 +224,7 @@ def test_smoke_geometry_holds_by_value(snakemake_project: Path) -> None:
     the model's own (activation-space crystals, the activations' spectrum), inside [0, 1] where
     they are scores, and counted on the tokens the codes hold."""
     proj = snakemake_project
-    params = config.load(proj / "params/smoke.yaml")
+    params = config.load(proj / "params.yaml")
     sizes = params.sae.sizes
     out = lambda name, suffix="": json.loads(  # noqa: E731
         (proj / f"results/analysis/{name}/{MODEL}/layer15{suffix}.metrics.json").read_text())
@@ -327,8 +322,7 @@ def test_mlflow_server_serves_the_stage_runs(snakemake_project: Path) -> None:
         assert len(tags["git_commit"]) >= 7 and tags["layer"] == "15"
         stages = get_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
         stage_tags = {next(t["value"] for t in r["data"]["tags"] if t["key"] == "stage") for r in stages}
-        assert stage_tags == {"model", "corpus", "activations", "train_sae", "evaluate", "features", "splitting",
-                              "scaling", "neighbours", "crystals", "lobes", "galaxy"}
+        assert stage_tags == {s.name for s in STAGES}
 
         # Training: one parent run per layer, one child per size, each with its curve over tokens.
         found = get_json(f"{base}/api/2.0/mlflow/runs/search",
@@ -356,42 +350,57 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def test_dvc_repro_and_exp_run_rerun_only_affected_stages(tmp_path: Path) -> None:
-    proj = copy_project(tmp_path)  # params/smoke.yaml becomes params.yaml
-    run(["git", "init", "-q"], proj)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], proj)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], proj)
+def jobs_of(names: set[str], layer: int = 15, sizes: tuple[int, ...] = (256, 512)) -> set[str]:
+    """DVC's job names of the given stages (``stage@<layer>[-<size>]``), from the table."""
+    out = set()
+    for stage in (s for s in STAGES if s.name in names):
+        if "size" in stage.wildcards:
+            out |= {f"{stage.name}@{layer}-{n}" for n in sizes}
+        else:
+            out.add(f"{stage.name}@{layer}" if stage.wildcards else stage.name)
+    return out
 
-    first = run([tool("dvc"), "repro"], proj)
-    sae_jobs = {f"{stage}@15-{n}" for stage in ("train_sae", "evaluate", "features", "lobes") for n in (256, 512)}
-    analyses = {"splitting@15", "scaling@15", "neighbours@15", "crystals@15", "galaxy@15"}
-    assert ran_stages(first.stdout) == {"model", "corpus", "activations@15"} | sae_jobs | analyses
-    ActivationStore.open(proj / STORE / "train", verify=True)
+
+def downstream(names: set[str]) -> set[str]:
+    """The stages that read, directly or not, an output of the given ones (from the table)."""
+    found = set(names)
+    for stage in STAGES:  # the table is in dependency order
+        if any(ref.stage in found for ref in stage.inputs):
+            found.add(stage.name)
+    return found
+
+
+def test_dvc_continues_from_the_snakemake_study_and_reruns_only_affected_stages(smoke_study: Path,
+                                                                                  tmp_path: Path) -> None:
+    """`make study`, then `dvc status` / `dvc exp run -S`: DVC knows what Snakemake built (the
+    Snakefile's success hook recorded it), so a changed key re-runs only what depends on it."""
+    proj = clone_study(smoke_study, tmp_path / "study")
+    status = run([tool("dvc"), "status"], proj)
+    assert "up to date" in status.stdout, status.stdout
+    assert ran_stages(run([tool("dvc"), "repro"], proj).stdout) == set()
     shown = json.loads(run([tool("dvc"), "metrics", "show", "--json"], proj).stdout)
     assert "train.tokens" in json.dumps(shown) and "ce_loss_recovered" in json.dumps(shown)
     plots = run([tool("dvc"), "plots", "show", "--json"], proj).stdout
     assert "training_log.csv" in plots and "density_histogram.csv" in plots
 
-    again = run([tool("dvc"), "repro"], proj)
-    assert ran_stages(again.stdout) == set()
-
-    # An SAE knob re-runs training and everything after it, never the LM stages.
-    retrain = run([tool("dvc"), "exp", "run", "-S", "sae.k=8"], proj)
-    assert ran_stages(retrain.stdout) == sae_jobs | analyses, retrain.stdout
+    # One analysis key: that analysis alone (nothing reads an analysis's output yet).
+    one = run([tool("dvc"), "exp", "run", "-S", "splitting.child_cos=0.4"], proj)
+    assert ran_stages(one.stdout) == jobs_of(downstream({"splitting"})) == {"splitting@15"}, one.stdout
     # How examples are shown changes the browser tables, not the codes, so no analysis that reads
-    # the codes (scaling, lobes, neighbours, ...) re-runs; a splitting knob touches no other stage;
-    # an evaluation knob re-runs the evaluations (and crystals, which DVC sees depend on the SAE
-    # folder the evaluation writes into), never training. One experiment sets all three (two DVC
-    # runs fewer keep `make test` inside its time budget), so it cannot tell which key re-ran which
-    # of these stages; it does show that none of them reaches further.
-    shown_only = run([tool("dvc"), "exp", "run", "-S", "features.top_n=3", "-S", "splitting.child_cos=0.4",
-                      "-S", "evaluate.ce_contexts=4"], proj)
-    assert ran_stages(shown_only.stdout) == {"features@15-256", "features@15-512", "splitting@15", "evaluate@15-256",
-                                             "evaluate@15-512", "crystals@15"}, shown_only.stdout
+    # the codes re-runs; an evaluation knob re-runs the evaluations, never training. (One
+    # experiment sets both: a DVC run fewer; it cannot tell which key re-ran which stage, but shows
+    # that neither reaches further.) crystals re-runs too: DVC has no gather, so crystals depends
+    # on the SAE layer directory, which evaluate writes into (pipeline.dvc_inputs).
+    shown_only = run([tool("dvc"), "exp", "run", "-S", "features.top_n=3", "-S", "evaluate.ce_contexts=4"], proj)
+    assert ran_stages(shown_only.stdout) == jobs_of({"features", "evaluate", "crystals"}), shown_only.stdout
     assert "ce_contexts: 4" in (proj / "params.yaml").read_text()
     # A key no stage reads re-runs nothing.
     untouched = run([tool("dvc"), "exp", "run", "-S", "tracking.enabled=false"], proj)
     assert ran_stages(untouched.stdout) == set(), untouched.stdout
+    # An SAE knob re-runs training and everything after it, never the LM stages.
+    retrain = run([tool("dvc"), "exp", "run", "-S", "sae.k=8"], proj)
+    assert ran_stages(retrain.stdout) == jobs_of(downstream({"train_sae"})), retrain.stdout
+    assert not {"model", "corpus", "activations@15"} & ran_stages(retrain.stdout)
 
     # The local default remote works offline.
     run([tool("dvc"), "push"], proj)

@@ -1,4 +1,6 @@
-"""Snakemake and DVC describe the same graph: same stages, commands, inputs, outputs, logs."""
+"""Snakemake and DVC describe the same graph: same stages, commands, inputs, outputs, logs; the
+graph is the stage table's; a stage's code dependencies are what it imports; the analyses keep
+their shape (no analysis imports another, no module or function too long to read)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,88 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saeatlas.pipeline import STAGE, STAGES, dvc_yaml
+from saeatlas.generate import generated
+from saeatlas.graph import code_files, import_closure
+from saeatlas.pipeline import ANALYSES, STAGE, STAGES, input_templates
 
 from conftest import REPO, copy_project, tool
 
+SRC = REPO / "src" / "saeatlas"
 
-def test_committed_dvc_yaml_is_generated_from_the_stage_table() -> None:
-    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(), "run `python -m saeatlas dvc-yaml`"
+
+def test_committed_generated_files_are_current() -> None:
+    """dvc.yaml and params.schema.yaml are generated from the stage table and the analysis configs."""
+    for path, text in generated(REPO).items():
+        assert path.read_text() == text, f"{path} is stale: run `python -m saeatlas generate`"
+
+
+def test_code_dependencies_are_the_import_closure() -> None:
+    """Function-level imports count (the drift the hand-kept lists had: evaluate runs tracking.py and
+    corpus.py, train_sae runs lm.py), and no stage depends on the table or the CLI."""
+    deps = {s.name: set(code_files(s)) for s in STAGES}
+    code = lambda *names: {f"src/saeatlas/{n}" for n in names}  # noqa: E731
+    assert code("tracking.py", "corpus.py", "evaluate.py", "sae/io.py") <= deps["evaluate"]
+    assert code("lm.py", "sae/train.py") <= deps["train_sae"]
+    assert code("lm.py", "sources.py") <= deps["corpus"]
+    assert not code("sae/train.py", "evaluate.py", "features.py") & deps["activations"]
+    assert "src/saeatlas/data/concepts" in deps["scaling"]
+    for name, files in deps.items():
+        assert not code("pipeline.py", "cli.py", "graph.py") & files, name
+        assert all((REPO / f).exists() for f in files), name
+    for stage in ANALYSES:  # an analysis depends on its own folder, on common, and on no other analysis
+        own = {m.split(".")[2] for m in import_closure(stage.module) if m.startswith("saeatlas.analysis.")}
+        assert own <= {stage.name, "common"}, (stage.name, own)
+
+
+def test_inputs_are_upstream_outputs() -> None:
+    order = [s.name for s in STAGES]
+    for stage in STAGES:
+        for ref in stage.inputs:
+            assert order.index(ref.stage) < order.index(stage.name), (stage.name, ref)
+        plain, gathered = input_templates(stage)
+        assert all("/n{size}" in p for p in gathered), stage.name
+
+
+def _analysis_imports(path: Path) -> set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        found.update(n.split(".")[2] for n in names if n.startswith("saeatlas.analysis.") and n.count(".") >= 2)
+    return found
+
+
+def test_no_analysis_imports_another() -> None:
+    folders = [p for p in (SRC / "analysis").iterdir() if p.is_dir() and p.name not in ("common", "__pycache__")]
+    assert {s.name for s in ANALYSES} <= {p.name for p in folders}
+    for folder in folders:
+        for path in folder.rglob("*.py"):
+            assert _analysis_imports(path) <= {folder.name, "common"}, path
+    for path in (SRC / "analysis" / "common").rglob("*.py"):
+        assert _analysis_imports(path) <= {"common"}, path
+
+
+def test_every_analysis_has_the_one_shape() -> None:
+    """config.py, compute.py, figures.py, section.py, stage.py; a section that names its figures."""
+    from importlib import import_module
+
+    for stage in ANALYSES:
+        folder = SRC / "analysis" / stage.name
+        assert {"config.py", "compute.py", "figures.py", "section.py", "stage.py"} <= {p.name for p in folder.iterdir()}
+        assert callable(import_module(f"saeatlas.analysis.{stage.name}.section").section)
+
+
+def test_no_module_over_500_lines_and_no_function_over_80() -> None:
+    import ast
+
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text()
+        assert len(text.splitlines()) <= 500, path
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno + 1 <= 80, f"{path}:{node.lineno} {node.name}"
 
 
 def dvc_jobs(proj: Path) -> dict[str, dict]:
@@ -91,14 +168,14 @@ def test_snakemake_and_dvc_run_the_same_graph(tmp_path: Path, params: str) -> No
     assert set(snake) == set(dvc)
     raw = yaml.safe_load((proj / "params.yaml").read_text())
     n_layers, n_sizes = len(raw["model"]["layers"]), len(raw["sae"]["sizes"])
-    # model, corpus, activations; train_sae/evaluate/features/lobes per size; splitting, scaling,
-    # neighbours, crystals, galaxy per layer
-    assert len(dvc) == 2 + n_layers + 4 * n_layers * n_sizes + 5 * n_layers
+    # one job per stage and combination of its wildcards
+    per = {(): 1, ("layer",): n_layers, ("layer", "size"): n_layers * n_sizes}
+    assert len(dvc) == sum(per[s.wildcards] for s in STAGES)
     for job, stage in ((j, STAGE[j.split("@")[0]]) for j in snake):
         # DVC has no gather: it depends on the directory that holds every size's file
         gathered = {p for p in snake[job]["inputs"] if any(
             re.fullmatch(re.escape(t).replace(r"\{model\}", r"[^/]+").replace(r"\{layer\}", r"\d+")
-                         .replace(r"\{size\}", r"\d+"), p) for t in stage.gathered)}
+                         .replace(r"\{size\}", r"\d+"), p) for t in input_templates(stage)[1])}
         sizes = {int(m) for p in gathered for m in re.findall(r"/n(\d+)(?:/|$)", p)}
         assert not gathered or sizes == set(raw["sae"]["sizes"]), job  # one copy per size
         snake[job]["inputs"] = (snake[job]["inputs"] - gathered) | {re.sub(r"/n\d+(/.*)?$", "", p) for p in gathered}
@@ -132,16 +209,18 @@ def test_partial_configfile_and_config_overrides_are_refused(tmp_path: Path) -> 
     assert "give a complete parameter file" in override.stdout + override.stderr
 
 
-def test_slurm_profile_plans_the_same_jobs_with_a_gpu_for_activations(tmp_path: Path) -> None:
+def test_slurm_profile_asks_each_job_what_its_row_says(tmp_path: Path) -> None:
+    """GPU, memory, CPUs and run time are said once, in the row; the SLURM plan carries them."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
     proj = copy_project(tmp_path, params=None)
     proc = subprocess.run([tool("snakemake"), "-n", "--profile", "workflow/profiles/slurm"], cwd=proj,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = proc.stdout + proc.stderr
-    block = text[text.index("rule activations:"):]
-    block = block[:block.index("\n\n")]
-    assert "gpu=1" in block and "mem_mb=32000" in block and "cpus_per_task=8" in block
-    block = text[text.index("rule train_sae:"):]
-    block = block[:block.index("\n\n")]
-    assert "gpu=1" in block and "cpus_per_task=8" in block
+    for stage in STAGES:
+        block = text[text.index(f"rule {stage.name}:"):]
+        block = block[:block.index("\n\n")]
+        res = stage.resources
+        assert f"mem_mb={res.mem_mb}" in block and f"cpus_per_task={res.cpus}" in block, stage.name
+        assert ("gpu=1" in block) == res.gpu, stage.name
+    assert STAGE["activations"].resources.gpu and not STAGE["lobes"].resources.gpu

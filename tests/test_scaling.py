@@ -1,6 +1,6 @@
 """Scaling analyses on planted truth: power laws, feature completeness, collapse, and the matcher.
 
-The synthetic cases are built end to end through ``scaling.run``: a token stream in which
+The synthetic cases are built end to end through ``scaling.compute.run``: a token stream in which
 concept tokens occur with known frequencies, and sparse codes in which a latent that fires
 exactly on a concept's tokens exists with a known logistic probability in
 log10(frequency x alive). The analysis must find that logistic's 50% point within its CI,
@@ -18,10 +18,15 @@ import numpy as np
 import pytest
 from scipy import sparse, special
 
-from saeatlas.analysis import scaling as sc
-from saeatlas.analysis.output import write_output
-
-FAST = dict(progress=False)
+from saeatlas.analysis.common.output import AnalysisOutput, write_output
+from saeatlas.analysis.common.stats import fit_power_law
+from saeatlas.analysis.scaling.completeness import fit_logistic, judge_concepts
+from saeatlas.analysis.scaling.compute import ScalingInputs, run
+from saeatlas.analysis.scaling.concepts import (CATEGORIES, CONCEPT_DIR, Concept, TokenizedConcept, load_concepts,
+                                                tokenize_concepts, word_boundaries)
+from saeatlas.analysis.scaling.config import ScalingConfig
+from saeatlas.analysis.scaling.matching import Occurrences, count_occurrences, find_occurrences
+from saeatlas.analysis.scaling.section import section as report_section
 
 
 # --------------------------------------------------------------------------------------
@@ -60,7 +65,7 @@ def completeness_case(planted: str | None, seed: int = 0, n_concepts: int = 150,
                       sizes: tuple[int, ...] = (1000, 4000, 16000, 64000),
                       alive: tuple[int, ...] = (900, 2800, 8000, 20000),
                       x50: float = -0.3, u50: float = -4.0, slope: float = 2.5,
-                      eval_occurrences: int = 6, k: int = 8) -> tuple[sc.ScalingInputs, dict]:
+                      eval_occurrences: int = 6, k: int = 8) -> tuple[ScalingInputs, dict]:
     """A stream and codes with planted concept latents.
 
     planted = "rescaled": P(latent for c exists at size n) = sigmoid(slope (log10(f_c A_n) - x50));
@@ -71,7 +76,7 @@ def completeness_case(planted: str | None, seed: int = 0, n_concepts: int = 150,
     rng = np.random.default_rng(seed)
     vocab, encode = fake_encoder()
     C = n_concepts + n_few
-    concepts = sc.tokenize_concepts([sc.Concept(f"concept{i}", "synthetic") for i in range(C)], encode)
+    concepts = tokenize_concepts([Concept(f"concept{i}", "synthetic") for i in range(C)], encode)
     ids = np.array([vocab[f" concept{i}"] for i in range(C)])
 
     # training split: 16000 contexts of BOS + 64 tokens; concept c occurs exactly counts[c] times
@@ -112,14 +117,14 @@ def completeness_case(planted: str | None, seed: int = 0, n_concepts: int = 150,
         live = np.arange(len(planted_ids), a)  # latents >= a never fire: dead
         codes[n] = random_codes(rng, N, n, live, k, extra_rows, extra_cols)
         exists[n] = has
-    inputs = sc.ScalingInputs(sizes=sizes, codes=codes, positions_per_context=P, eval_tokens=eval_tokens,
-                              train_contexts=train, concepts=concepts, train_has_bos=True)
+    inputs = ScalingInputs(sizes=sizes, codes=codes, positions_per_context=P, eval_tokens=eval_tokens,
+                           train_contexts=train, concepts=concepts, train_has_bos=True)
     return inputs, {"freq": freq, "exists": exists, "alive": dict(zip(sizes, alive)), "n_judged": n_concepts,
                     "n_few": n_few}
 
 
 def power_law_case(alpha: float = 0.8, prefactor: float = 2.0, sizes: tuple[int, ...] = (512, 1024, 2048, 4096, 8192),
-                   singleton_fraction: float = 0.2, seed: int = 1) -> tuple[sc.ScalingInputs, dict[int, int]]:
+                   singleton_fraction: float = 0.2, seed: int = 1) -> tuple[ScalingInputs, dict[int, int]]:
     """Codes whose alive counts are round(prefactor * n^alpha); a fixed fraction of the alive
     latents fire on a single token (they make the count depend on the evaluation set)."""
     rng = np.random.default_rng(seed)
@@ -133,9 +138,9 @@ def power_law_case(alpha: float = 0.8, prefactor: float = 2.0, sizes: tuple[int,
         singles = np.arange(n_single)
         codes[n] = random_codes(rng, N, n, live, k, [rng.choice(N, n_single, replace=False)], [singles])
         expected[n] = a
-    inputs = sc.ScalingInputs(sizes=tuple(sizes), codes=codes, positions_per_context=P,
-                              eval_tokens=rng.integers(*BACKGROUND, N),
-                              train_contexts=rng.integers(*BACKGROUND, (10, 65)), concepts=[])
+    inputs = ScalingInputs(sizes=tuple(sizes), codes=codes, positions_per_context=P,
+                           eval_tokens=rng.integers(*BACKGROUND, N),
+                           train_contexts=rng.integers(*BACKGROUND, (10, 65)), concepts=[])
     return inputs, expected
 
 
@@ -145,9 +150,9 @@ def power_law_case(alpha: float = 0.8, prefactor: float = 2.0, sizes: tuple[int,
 
 
 @pytest.fixture(scope="module")
-def planted_run() -> tuple[sc.AnalysisOutput, dict, sc.ScalingInputs]:
+def planted_run() -> tuple[AnalysisOutput, dict, ScalingInputs]:
     inputs, truth = completeness_case("rescaled")
-    out = sc.run(sc.ScalingConfig(n_bootstrap=200, **FAST), inputs)
+    out = run(ScalingConfig(n_bootstrap=200), inputs)
     return out, truth, inputs
 
 
@@ -187,7 +192,7 @@ def test_completeness_curves_collapse_when_planted_on_rescaled_axis(planted_run)
 
 def test_collapse_is_rejected_when_curves_ignore_alive_count():
     inputs, _ = completeness_case("unrescaled", seed=3)
-    m = sc.run(sc.ScalingConfig(n_bootstrap=0, **FAST), inputs).metrics
+    m = run(ScalingConfig(n_bootstrap=0), inputs).metrics
     assert m["completeness.collapse.lr_pvalue"] < 1e-3
     assert m["completeness.collapse.lr_pvalue_unrescaled"] > 0.01
     assert m["completeness.collapse.spread_ratio"] > 2.0
@@ -195,7 +200,7 @@ def test_collapse_is_rejected_when_curves_ignore_alive_count():
 
 def test_null_reports_no_50_percent_point():
     inputs, truth = completeness_case(None, seed=2)
-    out = sc.run(sc.ScalingConfig(n_bootstrap=50, **FAST), inputs)
+    out = run(ScalingConfig(n_bootstrap=50), inputs)
     m = out.metrics
     assert m["completeness.pairs_exist"] == 0
     assert m["completeness.x50_estimated"] == 0
@@ -221,6 +226,28 @@ def test_output_is_writable_and_finite(planted_run, tmp_path):
         assert (tmp_path / "scaling" / "tables" / f"{name}.csv").is_file()
 
 
+def test_section_reads_the_written_output(planted_run, tmp_path):
+    write_output(planted_run[0], tmp_path / "scaling", tmp_path / "metrics.json", "hash")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    sec = report_section(metrics, tmp_path / "scaling")
+    assert sec.missing_files(tmp_path / "scaling") == []
+    assert "figures/completeness_curves.png" in [f.path for f in sec.figures]
+    assert f"{metrics['alive_power_law.exponent']:.3g}" in sec.summary
+    assert f"{metrics['completeness.freq50_times_alive']:.3g}" in sec.summary
+    assert "Templeton" in sec.summary and sec.order == 30
+
+
+def test_section_says_plainly_what_was_not_estimated(tmp_path):
+    inputs, truth = completeness_case(None, seed=2)
+    write_output(run(ScalingConfig(n_bootstrap=0), inputs), tmp_path / "scaling", tmp_path / "metrics.json", "hash")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    sec = report_section(metrics, tmp_path / "scaling")
+    assert sec.missing_files(tmp_path / "scaling") == []
+    pairs = truth["n_judged"] * len(truth["alive"])
+    assert "50% point was not estimated" in sec.summary and f"only 0 of {pairs}" in sec.summary
+    assert "collapse test across sizes was not run" in sec.summary
+
+
 # --------------------------------------------------------------------------------------
 # Acceptance: power laws
 # --------------------------------------------------------------------------------------
@@ -228,7 +255,7 @@ def test_output_is_writable_and_finite(planted_run, tmp_path):
 
 def test_power_law_recovers_exponent():
     inputs, expected = power_law_case(alpha=0.8)
-    out = sc.run(sc.ScalingConfig(n_bootstrap=300, **FAST), inputs)
+    out = run(ScalingConfig(n_bootstrap=300), inputs)
     m = out.metrics
     for n, a in expected.items():
         assert m[f"n{n}.alive"] == a
@@ -249,7 +276,7 @@ def test_power_law_recovers_exponent():
 
 def test_power_law_not_fitted_when_a_size_has_no_dead_latents():
     inputs, expected = power_law_case(alpha=1.0, prefactor=1.0, sizes=(512, 1024, 2048))
-    m = sc.run(sc.ScalingConfig(n_bootstrap=20, **FAST), inputs).metrics
+    m = run(ScalingConfig(n_bootstrap=20), inputs).metrics
     assert all(m[f"n{n}.dead"] == 0 for n in expected)
     assert m["dead_power_law.estimated"] == 0 and "dead_power_law.exponent" not in m
     assert m["alive_power_law.exponent"] == pytest.approx(1.0, abs=1e-9)
@@ -257,7 +284,7 @@ def test_power_law_not_fitted_when_a_size_has_no_dead_latents():
 
 def test_fit_power_law_exact():
     sizes = [100, 200, 400, 800]
-    fit = sc.fit_power_law("alive", sizes, [3 * n ** 0.6 for n in sizes], None, 0.95)
+    fit = fit_power_law("alive", sizes, [3 * n ** 0.6 for n in sizes], None, 0.95)
     assert fit.exponent == pytest.approx(0.6) and fit.prefactor == pytest.approx(3.0)
     assert fit.se_fit == pytest.approx(0.0, abs=1e-9) and fit.ci_low is None
 
@@ -271,10 +298,10 @@ def test_firth_logistic_matches_mle_on_large_sample_and_stays_finite_under_separ
     rng = np.random.default_rng(5)
     x = rng.uniform(-3, 3, 20_000)
     y = (rng.random(x.size) < special.expit(2.0 * (x - 0.5))).astype(float)
-    fit = sc.fit_logistic(x, y)
+    fit = fit_logistic(x, y)
     assert fit.converged and fit.slope == pytest.approx(2.0, rel=0.05) and fit.x50 == pytest.approx(0.5, abs=0.03)
     xs = np.linspace(-1, 1, 20)
-    sep = sc.fit_logistic(xs, (xs > 0).astype(float))  # plain MLE would diverge
+    sep = fit_logistic(xs, (xs > 0).astype(float))  # plain MLE would diverge
     assert sep.converged and np.isfinite(sep.slope) and abs(sep.x50) < 0.1
 
 
@@ -287,16 +314,16 @@ TEXTS = {1: "<s>", 2: ".", 3: " the", 4: " and", 5: " Niger", 6: "ia", 7: " Papu
          10: "-", 11: " Sudan", 12: " South", 13: "Niger", 14: " con", 15: "cat", 16: " cat", 17: "'s"}
 
 
-def toy_concepts() -> list[sc.TokenizedConcept]:
-    def concept(name: str, *forms: tuple[int, ...]) -> sc.TokenizedConcept:
-        return sc.TokenizedConcept(sc.Concept(name, "toy"), tuple(forms), tuple(name for _ in forms))
+def toy_concepts() -> list[TokenizedConcept]:
+    def concept(name: str, *forms: tuple[int, ...]) -> TokenizedConcept:
+        return TokenizedConcept(Concept(name, "toy"), tuple(forms), tuple(name for _ in forms))
 
     return [concept("Niger", (5,), (13,)), concept("Guinea", (9,)), concept("Papua New Guinea", (7, 8, 9)),
             concept("Sudan", (11,)), concept("South Sudan", (12, 11)), concept("cat", (16,), (15,))]
 
 
 def test_matcher_boundaries_nesting_and_context_edges():
-    boundaries = sc.word_boundaries([TEXTS.get(i, "") for i in range(20)])
+    boundaries = word_boundaries([TEXTS.get(i, "") for i in range(20)])
     assert boundaries.glued_left[6] and not boundaries.glued_left[5] and boundaries.glued_right[5]
     ctx = np.array([
         [1, 5, 6, 3, 5, 2, 13, 3],    # " Niger"+"ia" is Nigeria (no); " Niger" (yes); "Niger" after "." (yes)
@@ -305,30 +332,30 @@ def test_matcher_boundaries_nesting_and_context_edges():
         [1, 3, 16, 17, 3, 7, 8, 12],  # " cat" + "'s" (yes); " Papua New" cut by the row end (no)
         [1, 9, 16, 2, 2, 3, 3, 7],    # " Guinea" at row start after BOS (yes), " cat" (yes)
     ])
-    counts = sc.count_occurrences(toy_concepts(), ctx, boundaries, skip_first_column=True)
+    counts = count_occurrences(toy_concepts(), ctx, boundaries, skip_first_column=True)
     assert counts.n_tokens == 5 * 7
     assert counts.counts.tolist() == [2, 2, 1, 1, 1, 2]
     # without boundary masks, Nigeria's "Niger" and concat's "cat" are (wrongly) counted
-    loose = sc.count_occurrences(toy_concepts(), ctx, None, skip_first_column=True)
+    loose = count_occurrences(toy_concepts(), ctx, None, skip_first_column=True)
     assert loose.counts.tolist() == [3, 2, 1, 1, 1, 3]
     # a name split across two contexts is not an occurrence
     split = np.array([[3, 3, 7, 8], [9, 3, 3, 3]])
-    assert sc.count_occurrences(toy_concepts(), split, boundaries).counts.tolist() == [0, 1, 0, 0, 0, 0]
+    assert count_occurrences(toy_concepts(), split, boundaries).counts.tolist() == [0, 1, 0, 0, 0, 0]
 
 
 def test_find_occurrences_rows_and_spans():
-    boundaries = sc.word_boundaries([TEXTS.get(i, "") for i in range(20)])
+    boundaries = word_boundaries([TEXTS.get(i, "") for i in range(20)])
     P = 6
     flat = np.array([3, 7, 8, 9, 3, 5,   # Papua New Guinea at rows 1..3; " Niger" at 5 (row end)
                      6, 12, 11, 3, 3, 3])  # "ia" starts the next context: " Niger" above still counts
-    occ = sc.find_occurrences(toy_concepts(), flat, P, boundaries)
+    occ = find_occurrences(toy_concepts(), flat, P, boundaries)
     got = sorted(zip(occ.concept.tolist(), occ.start.tolist(), occ.length.tolist()))
     assert got == [(0, 5, 1), (2, 1, 3), (4, 7, 2)]
     assert occ.counts().tolist() == [1, 0, 1, 0, 1, 0]
     assert sorted(occ.token_rows()[1].tolist()) == [1, 2, 3, 5, 7, 8]
     assert occ.last[occ.concept == 2].tolist() == [3]
     with pytest.raises(ValueError):
-        sc.find_occurrences(toy_concepts(), flat[:-1], P)
+        find_occurrences(toy_concepts(), flat[:-1], P)
 
 
 def test_counting_is_vectorised_on_a_million_tokens():
@@ -342,7 +369,7 @@ def test_counting_is_vectorised_on_a_million_tokens():
         L = 1 + i % 8
         form = tuple(range(next_id, next_id + L))
         next_id += L
-        concepts.append(sc.TokenizedConcept(sc.Concept(f"c{i}", "toy"), (form,), (f"c{i}",)))
+        concepts.append(TokenizedConcept(Concept(f"c{i}", "toy"), (form,), (f"c{i}",)))
         truth.append(int(rng.integers(0, 30)))
     starts = rng.choice(n_ctx * (T // 8), sum(truth), replace=False) * 8  # 8-token slots never overlap
     owner = np.repeat(np.arange(650), truth)
@@ -351,7 +378,7 @@ def test_counting_is_vectorised_on_a_million_tokens():
         form = concepts[c].forms[0]
         flat[s:s + len(form)] = form
     t0 = time.perf_counter()
-    counts = sc.count_occurrences(concepts, arr)
+    counts = count_occurrences(concepts, arr)
     elapsed = time.perf_counter() - t0
     assert counts.counts.tolist() == truth
     assert elapsed < 30, f"counting took {elapsed:.1f} s"
@@ -365,8 +392,8 @@ def test_counting_is_vectorised_on_a_million_tokens():
 def test_judge_concepts_precision_recall_and_best_latent():
     N = 40
     # concept 0: a 2-token name at rows (4,5), (14,15), (24,25), (34,35); concept 1: rows 2, 12
-    occ = sc.Occurrences(concept=np.array([0, 0, 0, 0, 1, 1]), start=np.array([4, 14, 24, 34, 2, 12]),
-                         length=np.array([2, 2, 2, 2, 1, 1]), n_concepts=3)
+    occ = Occurrences(concept=np.array([0, 0, 0, 0, 1, 1]), start=np.array([4, 14, 24, 34, 2, 12]),
+                      length=np.array([2, 2, 2, 2, 1, 1]), n_concepts=3)
     entries = {
         0: [5, 15, 25],              # last token of 3 of 4 occurrences: P = 1, R = 0.75
         1: [4, 5, 14, 15, 24, 25, 34, 35],  # every token: P = 1, R = 1 -> best for concept 0
@@ -376,12 +403,12 @@ def test_judge_concepts_precision_recall_and_best_latent():
     r = np.concatenate([np.array(v) for v in entries.values()])
     c = np.concatenate([np.full(len(v), j) for j, v in entries.items()])
     codes = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(N, 6))
-    j = sc.judge_concepts(codes, occ, 0.5, 0.5)
+    j = judge_concepts(codes, occ, 0.5, 0.5)
     assert j.exists.tolist() == [True, False, False]
     assert j.best_feature[0] == 1 and j.precision[0] == 1.0 and j.recall[0] == 1.0
     assert j.best_feature[1] == 3 and j.precision[1] == pytest.approx(0.4) and j.recall[1] == 1.0
     assert j.best_feature[2] == -1  # no occurrences
-    strict = sc.judge_concepts(codes, occ, 0.3, 0.5)  # with a lower precision bar concept 1 qualifies
+    strict = judge_concepts(codes, occ, 0.3, 0.5)  # with a lower precision bar concept 1 qualifies
     assert strict.exists.tolist() == [True, True, False]
 
 
@@ -391,24 +418,24 @@ def test_judge_concepts_precision_recall_and_best_latent():
 
 
 def test_shipped_concept_lists():
-    counts = {cat: len(sc.load_concepts([cat])) for cat in sc.CATEGORIES}
+    counts = {cat: len(load_concepts([cat])) for cat in CATEGORIES}
     assert counts["elements"] == 118 and counts["countries"] == 193 and counts["capitals"] == 193
     assert counts["animals"] >= 100 and counts["foods"] >= 100
-    for cat in sc.CATEGORIES:
-        header = (sc.CONCEPT_DIR / f"{cat}.txt").read_text(encoding="utf-8").splitlines()[0]
+    for cat in CATEGORIES:
+        header = (CONCEPT_DIR / f"{cat}.txt").read_text(encoding="utf-8").splitlines()[0]
         assert header.startswith("#")
-    names = [name.lower() for c in sc.load_concepts() for name in c.names]
+    names = [name.lower() for c in load_concepts() for name in c.names]
     # the one name in two lists is documented in both files (country Turkey, animal turkey)
     assert sorted({n for n in names if names.count(n) > 1}) == ["turkey"]
     with pytest.raises(ValueError):
-        sc.load_concepts(["planets"])
+        load_concepts(["planets"])
 
 
 def test_tokenize_concepts_forms_and_conflicts():
     vocab, encode = fake_encoder()
-    concepts = [sc.Concept("Turkey", "countries"), sc.Concept("turkey", "animals", ("turkeys",)),
-                sc.Concept("Georgia", "countries"), sc.Concept("Georgia", "states")]
-    tc = sc.tokenize_concepts(concepts, encode)
+    concepts = [Concept("Turkey", "countries"), Concept("turkey", "animals", ("turkeys",)),
+                Concept("Georgia", "countries"), Concept("Georgia", "states")]
+    tc = tokenize_concepts(concepts, encode)
     assert set(tc[0].surfaces) == {" Turkey", "Turkey"}
     assert set(tc[1].surfaces) == {" turkey", "turkey", " turkeys", "turkeys", " Turkeys", "Turkeys"}
     assert set(tc[1].dropped) == {" Turkey", "Turkey"}  # explicit beats derived capitalisation
@@ -418,28 +445,28 @@ def test_tokenize_concepts_forms_and_conflicts():
 
 def test_real_lists_tokenise_without_conflicts_beyond_turkey():
     _, encode = fake_encoder()  # string-level identity: conflicts are conflicts of spelling
-    tc = sc.tokenize_concepts(sc.load_concepts(), encode)
+    tc = tokenize_concepts(load_concepts(), encode)
     assert [t.name for t in tc if t.dropped] == ["turkey"]
     assert all(t.forms for t in tc)
 
 
 def test_config_from_params():
-    default = sc.ScalingConfig()
-    section = {f.name: getattr(default, f.name) for f in fields(sc.ScalingConfig)}
+    default = ScalingConfig()
+    section = {f.name: getattr(default, f.name) for f in fields(ScalingConfig)}
     section["categories"] = ["elements", "animals"]
-    cfg = sc.ScalingConfig.from_params(section)
+    cfg = ScalingConfig.from_params(section)
     assert cfg.categories == ("elements", "animals") and cfg.n_bootstrap == default.n_bootstrap
-    assert sc.ScalingConfig.from_params({}) == default
+    assert ScalingConfig.from_params({}) == default
     with pytest.raises(ValueError, match="unknown key"):
-        sc.ScalingConfig.from_params({"n_boot": 5})
+        ScalingConfig.from_params({"n_boot": 5})
     with pytest.raises(ValueError):
-        sc.ScalingConfig(categories=("planets",))
+        ScalingConfig(categories=("planets",))
     with pytest.raises(ValueError):
-        sc.ScalingConfig(precision_threshold=0.0)
+        ScalingConfig(precision_threshold=0.0)
 
 
 def test_run_rejects_misaligned_inputs():
     inputs, _ = power_law_case(sizes=(512, 1024))
     inputs.codes[512] = inputs.codes[512][:-1]
     with pytest.raises(ValueError, match="shape"):
-        sc.run(sc.ScalingConfig(n_bootstrap=0, **FAST), inputs)
+        run(ScalingConfig(n_bootstrap=0), inputs)

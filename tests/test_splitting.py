@@ -15,20 +15,13 @@ import pytest
 import torch
 from scipy import sparse
 
-from saeatlas.analysis.output import AnalysisOutput, _json_bytes, write_output
-from saeatlas.analysis.splitting import (
-    SplittingConfig,
-    SplittingInputs,
-    activation_matches,
-    best_decoder_matches,
-    classify,
-    random_rotation,
-    run,
-    span_r2,
-    span_r2_null,
-    union_stats,
-    firing_binary,
-)
+from saeatlas.analysis.common.linalg import best_decoder_matches, random_rotation
+from saeatlas.analysis.common.output import AnalysisOutput, _json_bytes, write_output
+from saeatlas.analysis.splitting.compute import SplittingInputs, run
+from saeatlas.analysis.splitting.config import SplittingConfig
+from saeatlas.analysis.splitting.families import span_r2, span_r2_null, union_stats
+from saeatlas.analysis.splitting.matching import activation_matches, classify, firing_binary
+from saeatlas.analysis.splitting.section import section
 from saeatlas.codes import CodeWriter, SparseCodes
 from saeatlas.sae.train import TensorSource, TrainConfig, train_sae
 
@@ -123,7 +116,7 @@ HAND_CFG = SplittingConfig(min_firings=5)
 
 
 def test_run_on_hand_built_dictionaries_gives_the_exact_classes() -> None:
-    out = run(HAND_CFG, hand_built(), progress=False)
+    out = run(HAND_CFG, hand_built())
     m = out.metrics
     assert m["pair_3_4.identical_fraction"] == pytest.approx(0.25)
     assert m["pair_3_4.split_child_fraction"] == pytest.approx(0.5)
@@ -153,7 +146,7 @@ def test_run_on_hand_built_dictionaries_gives_the_exact_classes() -> None:
         ("3:0", "4:0", "split"), ("3:0", "4:1", "split"), ("3:1", "4:2", "identical"), ("3:2", "4:3", "novel")}
     assert {n["id"] for n in tree["nodes"]} == {"3:0", "3:1", "3:2", "4:0", "4:1", "4:2", "4:3"}
     # The same answer whatever the block sizes (memory bound is a free parameter).
-    small_blocks = run(replace(HAND_CFG, decoder_chunk=1, activation_chunk=1), hand_built(), progress=False)
+    small_blocks = run(replace(HAND_CFG, decoder_chunk=1, activation_chunk=1), hand_built())
     assert small_blocks.metrics == pytest.approx(m)
 
 
@@ -191,7 +184,7 @@ def test_output_follows_the_analysis_contract(tmp_path: Path) -> None:
     import plotly.graph_objects as go
     from matplotlib.figure import Figure
 
-    out = run(HAND_CFG, hand_built(), progress=False)
+    out = run(HAND_CFG, hand_built())
     assert isinstance(out, AnalysisOutput)
     assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in out.metrics.values())
     assert all(isinstance(f, Figure) for f in out.figures.values()) and out.figures
@@ -201,7 +194,23 @@ def test_output_follows_the_analysis_contract(tmp_path: Path) -> None:
     assert (tmp_path / "splitting" / "figures" / "splitting_matches.png").stat().st_size > 0
     assert (tmp_path / "splitting" / "tables" / "split_families.csv").read_text().count("\n") == 2
     with pytest.raises(ValueError, match="ascending"):
-        run(HAND_CFG, replace(hand_built(), sizes=(4, 3)), progress=False)
+        run(HAND_CFG, replace(hand_built(), sizes=(4, 3)))
+
+
+def test_section_reads_the_written_output(tmp_path: Path) -> None:
+    out = run(HAND_CFG, hand_built())
+    write_output(out, tmp_path / "splitting", tmp_path / "metrics.json", "hash")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    s = section(metrics, tmp_path / "splitting")
+    assert s.missing_files(tmp_path / "splitting") == []
+    assert s.order == 20 and s.figures and s.tables
+    assert f"similar fraction: {metrics['mean.similar_fraction']:.3g} (null {metrics['mean.similar_fraction_null']:.3g})" \
+        in s.summary
+    assert "Split families per pair: 1 (null 0)" in s.summary and "Leask" in s.summary
+    # Without a family the span and union tests are said to be not estimated.
+    bare = {k: v for k, v in metrics.items() if "span" not in k and "union" not in k}
+    bare["mean.families"] = 0.0
+    assert "No split family" in section(bare, tmp_path / "splitting").summary
 
 
 # ------------------------------------------------------------------------------------------
@@ -301,7 +310,7 @@ def test_planted_hierarchy_is_recovered_as_split_families(hierarchy: dict[str, A
     # The training worked (else the test below would be vacuous): parents and children learned.
     assert (unit(h["decoders"][SMALL]) @ h["parents"].T).max(0).min() >= 0.9
     assert ((unit(h["decoders"][LARGE]) @ h["atoms"].T).max(0) >= 0.9).mean() >= 0.9
-    out = run(SplittingConfig(), SplittingInputs((SMALL, LARGE), h["decoders"], h["codes"]), progress=False)
+    out = run(SplittingConfig(), SplittingInputs((SMALL, LARGE), h["decoders"], h["codes"]))
     right, wrong, checkable = score_families(h, out)
     assert checkable >= 10
     assert right >= checkable - 1 and wrong <= 1, (right, wrong, checkable)
@@ -337,11 +346,11 @@ def test_random_dictionaries_and_wrong_thresholds_give_no_families(hierarchy: di
         rows = np.repeat(np.arange(len(pre)), 3)
         codes[n] = sparse.csr_matrix((vals.numpy().ravel(), (rows, idx.numpy().ravel())), shape=(len(pre), n))
         decoders[n] = w
-    out = run(SplittingConfig(), SplittingInputs((SMALL, LARGE), decoders, codes), progress=False)
+    out = run(SplittingConfig(), SplittingInputs((SMALL, LARGE), decoders, codes))
     assert out.metrics[f"pair_{SMALL}_{LARGE}.families"] <= 1
     assert out.metrics[f"pair_{SMALL}_{LARGE}.split_child_fraction"] <= 0.07
     assert score_families(h, out)[0] == 0
     strict = SplittingConfig(child_cos=0.95, similar_cos=0.95, identical_cos=0.95)
-    out = run(strict, SplittingInputs((SMALL, LARGE), h["decoders"], h["codes"]), progress=False)
+    out = run(strict, SplittingInputs((SMALL, LARGE), h["decoders"], h["codes"]))
     right, _, checkable = score_families(h, out)
     assert right <= 1 < checkable - 1

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from saeatlas.artifacts import fsync_dir, sha256_file, write_json_atomic
+from saeatlas.artifacts import ManifestBacked, fsync_dir, read_manifest, sha256_file, write_json_atomic
 from saeatlas.config import ActivationParams
 from saeatlas.corpus import CorpusSplit
 from saeatlas.errors import StoreError
@@ -272,21 +272,13 @@ def write_store(
     return writer.finish(lm.d_model, cfg.outlier_factor, files)
 
 
-def publish(partial: Path, final: Path) -> None:
-    """Move a finished store directory into place (atomic rename on one filesystem)."""
-    if final.exists():
-        shutil.rmtree(final)
-    partial.replace(final)
-    fsync_dir(final.parent)
-
-
 # --------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------
 
 
 @dataclass
-class ActivationStore:
+class ActivationStore(ManifestBacked):
     """Read side: memory-mapped shards, normalised on the fly, shuffled minibatches."""
 
     path: Path
@@ -295,12 +287,7 @@ class ActivationStore:
     @classmethod
     def open(cls, path: str | Path, verify: bool = False) -> "ActivationStore":
         path = Path(path)
-        mpath = path / MANIFEST
-        if not mpath.is_file():
-            raise StoreError(f"{path}: no {MANIFEST}; not an activation store (run the activations stage)")
-        manifest = json.loads(mpath.read_text())
-        if manifest.get("format") != FORMAT:
-            raise StoreError(f"{path}: unknown store format {manifest.get('format')!r}")
+        manifest = read_manifest(path, MANIFEST, FORMAT, "not an activation store (run the activations stage)")
         if not manifest.get("complete"):
             raise StoreError(f"{path}: store is incomplete ({len(manifest['shards'])} shards written)")
         store = cls(path, manifest)
@@ -317,10 +304,6 @@ class ActivationStore:
         for name, sha in tqdm(sorted(expected.items()), desc="verify store", unit="file", leave=False):
             if sha256_file(self.path / name) != sha:
                 raise StoreError(f"{self.path / name}: checksum does not match the manifest")
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.manifest["n_tokens"])
 
     @property
     def d_model(self) -> int:
@@ -368,6 +351,13 @@ class ActivationStore:
         if normalise:
             out *= self.scale
         return out
+
+    def sample_ordinary(self, rows: int, seed: int) -> np.ndarray:
+        """``rows`` ordinary rows (massive activations left out, as in training), normalised,
+        drawn without replacement with ``seed``; read through the memmaps, never the whole split."""
+        ordinary = np.flatnonzero(self.ordinary_mask())
+        pick = np.random.default_rng(seed).choice(ordinary, size=min(rows, ordinary.size), replace=False)
+        return self.take(np.sort(pick))
 
     def _rows(self, shard: int, exclude_outliers: bool) -> np.ndarray:
         rows = np.asarray(self.shard(shard), dtype=np.float32)

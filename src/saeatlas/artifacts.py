@@ -34,6 +34,27 @@ def _commit(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def replace_dir(partial: Path, final: Path) -> None:
+    """Publish a finished directory: every file in ``partial`` is fsync'd, the old ``final`` (if
+    any) is moved aside, ``partial`` renamed to ``final`` and the parent fsync'd, then the old
+    copy removed. A crash leaves either the old directory, or the new one (plus a ``.old`` copy
+    the next publish removes), never a half-written one under the final name."""
+    import shutil
+
+    for file in sorted(p for p in partial.rglob("*") if p.is_file()):
+        with open(file, "rb") as fh:
+            os.fsync(fh.fileno())
+    for folder in sorted((p for p in partial.rglob("*") if p.is_dir()), reverse=True):
+        fsync_dir(folder)
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.replace(old)
+    partial.replace(final)
+    fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -60,6 +81,16 @@ def write_npy_atomic(path: Path, array: np.ndarray) -> None:
     _commit(tmp, path)
 
 
+def write_parquet_atomic(table: Any, path: Path) -> None:
+    """A pyarrow Table as zstd Parquet, written like every other file (tmp, fsync, rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    write_bytes_atomic(path, sink.getvalue().to_pybytes())
+
+
 def write_csv_atomic(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]) -> None:
     """A CSV table (header + one line per row) that DVC plots and pandas read."""
     buf = io.StringIO()
@@ -67,6 +98,35 @@ def write_csv_atomic(path: Path, rows: list[dict[str, Any]], columns: tuple[str,
     writer.writeheader()
     writer.writerows(rows)
     write_bytes_atomic(path, buf.getvalue().encode())
+
+
+class ManifestBacked:
+    """An on-disk store described by a JSON manifest (activation store, code store)."""
+
+    manifest: dict[str, Any]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.manifest["n_tokens"])
+
+
+def read_manifest(directory: Path, name: str, fmt: str, missing: str) -> dict[str, Any]:
+    """The JSON manifest ``directory/name`` of an on-disk store, checked to be of format ``fmt``.
+    A missing, unreadable or foreign manifest is a StoreError naming the file (``missing`` says
+    what to run when there is none)."""
+    from saeatlas.errors import StoreError
+
+    path = directory / name
+    if not path.is_file():
+        raise StoreError(f"{directory}: no {name}; {missing}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise StoreError(f"{path}: format {found!r}, expected {fmt!r}")
+    return manifest
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -1,6 +1,9 @@
 """One entry point: ``python -m saeatlas <stage> --params params.yaml [--layer L]``.
 
-Snakemake and DVC both call exactly these commands (see ``pipeline.py``). A failure exits
+One sub-command per row of the stage table (``pipeline.py``), which names the function it
+calls; Snakemake and DVC both call exactly these commands. Display and run-time options
+(``--no-progress``, ``--threads``, ``--device``) are options here, never params.yaml keys, so
+changing them re-runs nothing. A failure exits
 non-zero with a one-line reason: 2 for a problem with the inputs or parameters (the message
 names the key or file), 1 for anything else (a bug; the traceback goes to the log file).
 """
@@ -15,7 +18,7 @@ from typing import Sequence
 
 from saeatlas import __version__
 from saeatlas.errors import SaeAtlasError
-from saeatlas.pipeline import STAGE
+from saeatlas.pipeline import STAGE, STAGES
 
 log = logging.getLogger("saeatlas")
 
@@ -40,13 +43,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="parameter file (default: params.yaml)")
     parser.add_argument("--log-file", metavar="FILE", help="also write the log to FILE")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide progress bars (also: SAEATLAS_PROGRESS=0)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch intra-op threads (default: torch's choice, i.e. the cores given)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saeatlas", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"saeatlas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
-    for stage in STAGE.values():
+    for stage in STAGES:
         p = sub.add_parser(stage.name, help=stage.help, description=stage.help)
         _common(p)
         if "layer" in stage.wildcards:
@@ -59,35 +66,56 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="Validate a parameter file and print it with defaults filled.",
                        description="Validate a parameter file and print it with defaults filled.")
     _common(p)
-    p = sub.add_parser("dvc-yaml", help="Write dvc.yaml from the stage table (or --check it is current).",
-                       description="Write dvc.yaml from the stage table (or --check it is current).")
-    p.add_argument("--check", action="store_true", help="exit 1 if the committed dvc.yaml is out of date")
-    p.add_argument("--output", default="dvc.yaml", metavar="FILE")
+    text = "Write the generated files (dvc.yaml, params.schema.yaml), or --check they are current."
+    p = sub.add_parser("generate", help=text, description=text)
+    p.add_argument("--check", action="store_true", help="exit 1 if a committed generated file is out of date")
+    p.add_argument("--root", default=".", metavar="DIR", help="the project root (default: .)")
     p.add_argument("--log-file", help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
+    text = ("Record in DVC (dvc commit) every stage whose outputs exist, after a Snakemake run, so that "
+            "`dvc status` and `dvc exp run` see what Snakemake built.")
+    p = sub.add_parser("dvc-adopt", help=text, description=text)
+    _common(p)
     return parser
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    from saeatlas import config, stages
-    from saeatlas.pipeline import dvc_yaml
+def _run_options(args: argparse.Namespace) -> None:
+    """Display and run-time options: they change how a stage runs, never what it computes."""
+    import os
 
-    if args.command == "dvc-yaml":
-        text = dvc_yaml()
-        path = Path(args.output)
-        if args.check:
-            if not path.is_file() or path.read_text() != text:
-                log.error("%s is out of date; run `python -m saeatlas dvc-yaml`", path)
-                return 1
-            return 0
-        path.write_text(text)
-        return 0
+    if getattr(args, "no_progress", False):
+        os.environ["SAEATLAS_PROGRESS"] = "0"
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from importlib import import_module
+
+    from saeatlas import config
+
+    if args.command == "generate":
+        from saeatlas.generate import write
+
+        stale = write(Path(args.root), check=args.check)
+        for path in stale:
+            log.log(logging.ERROR if args.check else logging.INFO, "%s %s", path,
+                    "is out of date; run `python -m saeatlas generate`" if args.check else "written")
+        return 1 if (args.check and stale) else 0
 
     params = config.load(args.params)
+    _run_options(args)
     if args.command == "validate":
         import yaml
 
         sys.stdout.write(yaml.safe_dump(dict(params.raw), sort_keys=False))
+        return 0
+    if args.command == "dvc-adopt":
+        from saeatlas.dvc_adopt import adopt
+
+        adopt(params)
         return 0
     stage = STAGE[args.command]
     kwargs = {w: getattr(args, w) for w in stage.wildcards}
@@ -96,7 +124,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         resolve_device(args.device)  # a bad --device fails before any work
         kwargs["device"] = args.device
-    getattr(stages, f"run_{stage.name}")(params, **kwargs)
+    module, _, function = stage.run.partition(":")
+    getattr(import_module(module), function)(params, **kwargs)
     return 0
 
 

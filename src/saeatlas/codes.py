@@ -18,7 +18,6 @@ Files are written under ``*.partial`` names and renamed once complete.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from saeatlas.artifacts import fsync_dir, write_json_atomic
+from saeatlas.artifacts import ManifestBacked, fsync_dir, read_manifest, write_json_atomic
 from saeatlas.errors import StoreError
 
 INDICES = "code_indices.npy"
@@ -84,7 +83,7 @@ class CodeWriter:
 
 
 @dataclass(frozen=True)
-class SparseCodes:
+class SparseCodes(ManifestBacked):
     """Read side: memmapped indices/values, and conversions to ``scipy.sparse``."""
 
     directory: Path
@@ -95,22 +94,13 @@ class SparseCodes:
     @classmethod
     def open(cls, directory: str | Path) -> "SparseCodes":
         directory = Path(directory)
-        path = directory / MANIFEST
-        if not path.is_file():
-            raise StoreError(f"{directory}: no {MANIFEST}; run the features stage first")
-        manifest = json.loads(path.read_text())
-        if manifest.get("format") != FORMAT:
-            raise StoreError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+        manifest = read_manifest(directory, MANIFEST, FORMAT, "run the features stage first")
         indices = np.load(directory / INDICES, mmap_mode="r")
         values = np.load(directory / VALUES, mmap_mode="r")
         shape = (manifest["n_tokens"], manifest["width"])
         if indices.shape != shape or values.shape != shape:
             raise StoreError(f"{directory}: arrays {indices.shape}/{values.shape} disagree with {MANIFEST} {shape}")
         return cls(directory, manifest, indices, values)
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.manifest["n_tokens"])
 
     @property
     def n_latents(self) -> int:
@@ -143,3 +133,14 @@ class SparseCodes:
         for start in range(0, self.n_tokens, rows):
             stop = min(start + rows, self.n_tokens)
             yield start, np.asarray(self.indices[start:stop]), np.asarray(self.values[start:stop])
+
+
+def csr_from_code(values: np.ndarray, indices: np.ndarray, n_latents: int) -> Any:
+    """Fixed-width codes (``values``, ``indices`` [rows, width]) as a SciPy CSR matrix
+    [rows, n_latents], explicit zeros dropped."""
+    from scipy import sparse
+
+    rows = np.repeat(np.arange(values.shape[0]), values.shape[1])
+    out = sparse.csr_matrix((values.ravel(), (rows, indices.ravel())), shape=(values.shape[0], n_latents))
+    out.eliminate_zeros()
+    return out

@@ -41,6 +41,7 @@ FILE_SOURCE_KINDS = ("text", "jsonl", "parquet")
 
 @dataclass(frozen=True)
 class StudyParams:
+    """Names the parameter set (and its MLflow experiment, ``saeatlas-<name>``)."""
     name: str
 
 
@@ -136,11 +137,15 @@ class FeaturesParams:
 
 @dataclass(frozen=True)
 class TrackingParams:
+    """Whether stages log to MLflow (outputs are the same either way)."""
     enabled: bool
 
 
 @dataclass(frozen=True)
 class Params:
+    """The whole validated parameter set: typed views of the core sections, and ``raw`` (defaults
+    filled) for the analyses' sections, which their own configs read (``section``)."""
+
     study: StudyParams
     model: ModelParams
     corpus: CorpusParams
@@ -176,6 +181,13 @@ def load_schema() -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
+def schema_defaults(section: str) -> dict[str, Any]:
+    """The documented default of every key of a params.yaml section (from the schema), so code
+    that needs a default (e.g. ``sae.train.TrainConfig``) takes it from the one place it lives."""
+    props = load_schema()["properties"][section]["properties"]
+    return {key: copy.deepcopy(spec["default"]) for key, spec in props.items() if "default" in spec}
+
+
 def key_path(parts: Iterable[Any]) -> str:
     """``['sae', 'sizes', 2]`` -> ``sae.sizes[2]``."""
     out = ""
@@ -195,6 +207,7 @@ _MESSAGES: dict[str, Any] = {
     "minimum": lambda val, inst: f"must be >= {val}, got {inst!r}",
     "exclusiveMinimum": lambda val, inst: f"must be > {val}, got {inst!r}",
     "maximum": lambda val, inst: f"must be <= {val}, got {inst!r}",
+    "exclusiveMaximum": lambda val, inst: f"must be < {val}, got {inst!r}",
     "multipleOf": lambda val, inst: f"must be a multiple of {val}, got {inst!r}",
     "pattern": lambda val, inst: f"must match {val!r}, got {inst!r}",
     "minItems": lambda val, inst: f"must have at least {val} item(s), got {len(inst)}",

@@ -301,3 +301,24 @@ class CorpusSplit:
 def read_documents(corpus_dir: Path) -> list[dict[str, Any]]:
     with open(corpus_dir / "documents.jsonl", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh]
+
+
+def row_domains(doc_ids: np.ndarray, corpus_dir: Path, where: Any) -> tuple[np.ndarray, list[str]]:
+    """The domain (wiki, code, ...) of every row whose document id is in ``doc_ids``, as codes into
+    a sorted list of names. A row naming a document the corpus does not list means the store
+    ``where`` is out of step with the corpus: a StoreError saying what to re-run."""
+    from saeatlas.errors import StoreError
+
+    docs = read_documents(corpus_dir)
+    names = sorted({d["domain"] for d in docs})
+    code = {name: i for i, name in enumerate(names)}
+    doc_ids = np.asarray(doc_ids)
+    domain_of_doc = np.full(max(int(d["doc_id"]) for d in docs) + 1, -1, dtype=np.int64)
+    for d in docs:
+        domain_of_doc[int(d["doc_id"])] = code[d["domain"]]
+    known = (doc_ids >= 0) & (doc_ids < domain_of_doc.size)
+    domains = np.where(known, domain_of_doc[np.where(known, doc_ids, 0)], -1)
+    if (domains < 0).any():
+        raise StoreError(f"{where}: names documents the corpus does not list; re-run the corpus and "
+                         "activations stages")
+    return domains, names

@@ -307,18 +307,6 @@ def contexts_table(examples: dict[str, np.ndarray], window_rows: np.ndarray, win
     return table.replace_schema_metadata({"saeatlas.features.schema": str(FEATURES_SCHEMA_VERSION)})
 
 
-def write_parquet_atomic(table: Any, path: Path) -> None:
-    import pyarrow.parquet as pq
-
-    from saeatlas.artifacts import fsync_dir
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
-    fsync_dir(path.parent)
-
-
 # --------------------------------------------------------------------------------------
 # The whole stage's computation
 # --------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import yaml
 from snakemake.utils import validate
 
 from saeatlas import config as saeatlas_config
-from saeatlas.pipeline import STAGE, PARAMS_FILE, WILDCARD_LISTS
+from saeatlas.graph import PARAMS_FILE, WILDCARD_LISTS, code_files
+from saeatlas.pipeline import STAGE, STAGES, input_templates
 
 
 # The stages read one complete parameter file: the last --configfile given, else params.yaml.
@@ -35,8 +36,9 @@ def _path(template):
 
 def stage_inputs(name):
     stage = STAGE[name]
-    gathered = [_path(p).replace("{size}", str(size)) for p in stage.gathered for size in WILDCARD_VALUES["size"]]
-    return [*stage.code, *(_path(p) for p in stage.inputs), *gathered]
+    plain, gathered = input_templates(stage)
+    per_size = [_path(p).replace("{size}", str(size)) for p in gathered for size in WILDCARD_VALUES["size"]]
+    return [*code_files(stage), *(_path(p) for p in plain), *per_size]
 
 
 def stage_outputs(name):
@@ -47,15 +49,34 @@ def stage_log(name):
     return STAGE[name].log_path()
 
 
-def stage_shell(name):
+def stage_command(name, wildcards):
+    """The stage's CLI call for one job (the same string dvc.yaml runs, wildcards filled)."""
     stage = STAGE[name]
-    return stage.command(log="{log}", params_file=PARAMS,
-                         wildcard_values={w: "{wildcards.%s}" % w for w in stage.wildcards})
+    values = {w: str(getattr(wildcards, w)) for w in stage.wildcards}
+    return stage.command(log=stage.log_path().format(**values), params_file=PARAMS, wildcard_values=values)
 
 
 def stage_params(name):
     """The params.yaml values a stage depends on; Snakemake re-runs the rule when they change."""
     return {key: str(_file_params.section(key)) for key in STAGE[name].params}
+
+
+def stage_threads(name):
+    threads = STAGE[name].resources.threads
+    return workflow.cores if threads == "all" else threads
+
+
+def stage_resources(name):
+    """What the SLURM executor requests per job (locally only --resources limits apply)."""
+    res = STAGE[name].resources
+    out = {"cpus_per_task": res.cpus, "mem_mb": res.mem_mb, "runtime": res.runtime}
+    if res.gpu:
+        out["gpu"] = 1
+    return out
+
+
+def stage_constraints(name):
+    return {w: r"\d+" for w in STAGE[name].wildcards}
 
 
 def stage_targets(name):

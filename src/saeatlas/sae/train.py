@@ -21,31 +21,39 @@ import torch
 from tqdm import tqdm
 
 from saeatlas.artifacts import write_bytes_atomic
+from saeatlas.config import schema_defaults
 from saeatlas.sae.model import SAE, Losses, build
 
 log = logging.getLogger(__name__)
 
 
+# The defaults of the params.yaml keys are the schema's (``sae:`` section): one home for them.
+_SAE = schema_defaults("sae")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    architecture: str = "topk"
-    n_latents: int = 1152
-    k: int = 32
-    lr: float = 2e-4
-    lr_reference_size: int = 16384
-    batch_size: int = 4096
-    epochs: int = 1
-    warmup_steps: int = 50
-    decay_fraction: float = 0.2
-    auxk_k: int = 256
-    auxk_alpha: float = 1 / 32
-    dead_after_tokens: int = 1_000_000
-    l1_coefficient: float = 5.0
-    b_dec_init: str = "geometric_median"
-    checkpoint_every: int = 100
-    exclude_outliers: bool = True
-    seed: int = 0
-    log_every: int = 10
+    """One SAE's training settings: the ``sae:`` section of params.yaml (``from_params``) plus the
+    dictionary size. Defaults (for tests and benchmarks) are the schema's documented ones."""
+
+    architecture: str = _SAE["architecture"]
+    n_latents: int = _SAE["sizes"][0]
+    k: int = _SAE["k"]
+    lr: float = _SAE["lr"]
+    lr_reference_size: int = _SAE["lr_reference_size"]
+    batch_size: int = _SAE["batch_size"]
+    epochs: int = _SAE["epochs"]
+    warmup_steps: int = _SAE["warmup_steps"]
+    decay_fraction: float = _SAE["decay_fraction"]
+    auxk_k: int = _SAE["auxk_k"]
+    auxk_alpha: float = _SAE["auxk_alpha"]
+    dead_after_tokens: int = _SAE["dead_after_tokens"]
+    l1_coefficient: float = _SAE["l1_coefficient"]
+    b_dec_init: str = _SAE["b_dec_init"]
+    checkpoint_every: int = _SAE["checkpoint_every"]
+    exclude_outliers: bool = _SAE["exclude_outliers"]
+    seed: int = _SAE["seed"]
+    log_every: int = 10  # rows of the training curve: not a study parameter
     renormalise_decoder: bool = True  # switched off only by the ablation tests
 
     @classmethod
@@ -191,6 +199,58 @@ def training_step(sae: SAE, opt: torch.optim.Optimizer, x: torch.Tensor, dead: t
     return out
 
 
+def _initial_state(cfg: TrainConfig, source: BatchSource, sae: SAE, opt: torch.optim.Optimizer,
+                   checkpoint: Path | None, initial: SAE | None, device: torch.device) -> TrainState:
+    """The checkpoint's state if it matches ``cfg``, else step 0 with ``b_dec`` initialised from the
+    first batch (kept as it is for given ``initial`` weights)."""
+    state = _load_checkpoint(checkpoint, cfg, sae, opt, device) if checkpoint else None
+    if state is None:
+        state = TrainState(since_fired=torch.zeros(cfg.n_latents, dtype=torch.int64, device=device), rows=[])
+        first = next(source.minibatches(cfg.batch_size, cfg.seed, 0, device=device,
+                                        exclude_outliers=cfg.exclude_outliers))
+        with torch.no_grad():
+            if initial is not None:
+                pass
+            elif cfg.b_dec_init == "geometric_median":
+                sae.b_dec.copy_(geometric_median(first))
+            elif cfg.b_dec_init == "mean":
+                sae.b_dec.copy_(first.mean(0))
+    assert state.since_fired is not None and state.rows is not None
+    return state
+
+
+def _count_firing(state: TrainState, out: Losses, rows: int, n_latents: int, device: torch.device) -> torch.Tensor:
+    """Reset the tokens-since-fired counter of every latent active in this batch; return the
+    batch's [loss, fvu, aux, l0] for the curve."""
+    active = out.code.active()
+    fired = torch.zeros(n_latents, dtype=torch.bool, device=device)
+    fired[out.code.indices[active]] = True
+    state.since_fired += rows
+    state.since_fired[fired] = 0
+    state.step += 1
+    state.tokens += rows
+    return torch.tensor([float(out.loss.detach()), float(out.fvu), float(out.aux), float(active.sum()) / rows],
+                        dtype=torch.float64)
+
+
+def _curve_row(state: TrainState, epoch: int, step_lr: float, mean: list[float], dead: torch.Tensor) -> dict[str, float]:
+    return {"step": state.step, "tokens": state.tokens, "epoch": epoch, "lr": step_lr,
+            "loss": mean[0], "fvu": mean[1], "aux": mean[2], "l0": mean[3],
+            "dead_fraction": float(dead.float().mean()), "seconds": state.seconds}
+
+
+def _summary(cfg: TrainConfig, state: TrainState, lr: float) -> dict[str, float]:
+    assert state.rows is not None
+    tail = state.rows[-max(1, len(state.rows) // 10):]  # the last tenth of the curve
+    return {
+        "steps": state.step, "tokens": state.tokens, "epochs": cfg.epochs, "lr": lr,
+        "final_fvu": sum(r["fvu"] for r in tail) / len(tail),
+        "final_l0": sum(r["l0"] for r in tail) / len(tail),
+        "final_dead_fraction": state.rows[-1]["dead_fraction"],
+        "seconds": state.seconds,
+    }
+
+
 def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device = "cpu",
               checkpoint: Path | None = None, on_log: Callable[[dict[str, float]], None] | None = None,
               progress: bool = True, initial: SAE | None = None) -> TrainResult:
@@ -210,19 +270,7 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
     total = per_epoch * cfg.epochs
     if total == 0:
         raise ValueError(f"the activation store has fewer rows than one batch ({cfg.batch_size})")
-
-    state = _load_checkpoint(checkpoint, cfg, sae, opt, device) if checkpoint else None
-    if state is None:
-        state = TrainState(since_fired=torch.zeros(cfg.n_latents, dtype=torch.int64, device=device), rows=[])
-        first = next(source.minibatches(cfg.batch_size, cfg.seed, 0, device=device,
-                                        exclude_outliers=cfg.exclude_outliers))
-        with torch.no_grad():
-            if initial is not None:
-                pass
-            elif cfg.b_dec_init == "geometric_median":
-                sae.b_dec.copy_(geometric_median(first))
-            elif cfg.b_dec_init == "mean":
-                sae.b_dec.copy_(first.mean(0))
+    state = _initial_state(cfg, source, sae, opt, checkpoint, initial, device)
     assert state.since_fired is not None and state.rows is not None
 
     sums = torch.zeros(4, dtype=torch.float64)  # loss, fvu, aux, l0 since the last curve row
@@ -242,25 +290,12 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
                     group["lr"] = step_lr
                 dead = state.since_fired >= cfg.dead_after_tokens
                 out = training_step(sae, opt, x, dead, cfg.renormalise_decoder)
-
-                active = out.code.active()
-                fired = torch.zeros(cfg.n_latents, dtype=torch.bool, device=device)
-                fired[out.code.indices[active]] = True
-                state.since_fired += x.shape[0]
-                state.since_fired[fired] = 0
-                state.step += 1
-                state.tokens += x.shape[0]
-                sums += torch.tensor([float(out.loss.detach()), float(out.fvu), float(out.aux),
-                                      float(active.sum()) / x.shape[0]], dtype=torch.float64)
+                sums += _count_firing(state, out, x.shape[0], cfg.n_latents, device)
                 n_sum += 1
                 bar.update(1)
-
                 if state.step % cfg.log_every == 0 or state.step == total:
                     state.seconds = time.perf_counter() - t_start
-                    mean = (sums / n_sum).tolist()
-                    row = {"step": state.step, "tokens": state.tokens, "epoch": epoch, "lr": step_lr,
-                           "loss": mean[0], "fvu": mean[1], "aux": mean[2], "l0": mean[3],
-                           "dead_fraction": float(dead.float().mean()), "seconds": state.seconds}
+                    row = _curve_row(state, epoch, step_lr, (sums / n_sum).tolist(), dead)
                     state.rows.append(row)
                     sums.zero_()
                     n_sum = 0
@@ -275,12 +310,4 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
         bar.close()
         sae.drop_scratch()
     state.seconds = time.perf_counter() - t_start
-    tail = state.rows[-max(1, len(state.rows) // 10):]  # the last tenth of the curve
-    summary = {
-        "steps": state.step, "tokens": state.tokens, "epochs": cfg.epochs, "lr": lr,
-        "final_fvu": sum(r["fvu"] for r in tail) / len(tail),
-        "final_l0": sum(r["l0"] for r in tail) / len(tail),
-        "final_dead_fraction": state.rows[-1]["dead_fraction"],
-        "seconds": state.seconds,
-    }
-    return TrainResult(sae, state.rows, summary)
+    return TrainResult(sae, state.rows, _summary(cfg, state, lr))
