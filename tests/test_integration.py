@@ -269,6 +269,31 @@ def test_smoke_geometry_holds_by_value(snakemake_project: Path) -> None:
     assert gx["activations.slope_ci_low"] > gx["activations.slope_gaussian_ci_high"]
 
 
+def test_every_analysis_section_reads_its_real_outputs(snakemake_project: Path) -> None:
+    """The report-section interface, iterated over the table's analyses without naming one: each
+    section, built from the smoke study's written metrics and files, names only files that exist
+    and shows finite numbers (or says it has none)."""
+    from importlib import import_module
+
+    from saeatlas.pipeline import ANALYSES
+
+    proj = snakemake_project
+    params = config.load(proj / "params.yaml")
+    for stage in ANALYSES:
+        section = import_module(stage.module.rpartition(".")[0] + ".section").section
+        sizes = params.sae.sizes if "size" in stage.wildcards else [None]
+        for n in sizes:
+            where = dict(model=MODEL, layer=15, size=n)
+            metrics = json.loads((proj / stage.out("metrics", **where)).read_text())
+            out_dir = proj / stage.out("report", **where)
+            sec = section(metrics, out_dir)
+            assert sec.title and sec.summary and sec.figures, stage.name
+            assert sec.missing_files(out_dir) == [], (stage.name, sec.missing_files(out_dir))
+            for number in sec.numbers:
+                assert number.value is None or np.isfinite(number.value), (stage.name, number)
+                assert number.text()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
