@@ -40,12 +40,12 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from saeatlas.artifacts import ManifestBacked, fsync_dir, read_manifest, sha256_file, write_json_atomic
 from saeatlas.config import ActivationParams
 from saeatlas.corpus import CorpusSplit
 from saeatlas.errors import StoreError
+from saeatlas.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +247,8 @@ def write_store(
               "dtype": cfg.dtype, "d_model": lm.d_model}
     writer = StoreWriter(directory, header)
     start_shard = writer.complete_shards
-    bar = tqdm(total=n_ctx * positions, initial=start_shard * cfg.shard_contexts * positions,
-               desc=desc, unit="tok", unit_scale=True)
+    bar = progress_bar(total=n_ctx * positions, initial=start_shard * cfg.shard_contexts * positions,
+                       desc=desc, unit="tok", unit_scale=True, leave=True)
     for s in range(start_shard, n_shards):
         c0, c1 = s * cfg.shard_contexts, min((s + 1) * cfg.shard_contexts, n_ctx)
         rows = np.empty(((c1 - c0) * positions, lm.d_model), dtype=np_dtype)
@@ -301,7 +301,7 @@ class ActivationStore(ManifestBacked):
     def verify(self) -> None:
         """Check every file against the checksum in the manifest."""
         expected = {s["file"]: s["sha256"] for s in self.manifest["shards"]} | self.manifest["files"]
-        for name, sha in tqdm(sorted(expected.items()), desc="verify store", unit="file", leave=False):
+        for name, sha in progress_bar(sorted(expected.items()), desc="verify store", unit="file"):
             if sha256_file(self.path / name) != sha:
                 raise StoreError(f"{self.path / name}: checksum does not match the manifest")
 

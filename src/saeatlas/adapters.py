@@ -1,7 +1,8 @@
 """What every stage adapter does around its computation: check its wildcards, find its files
-through the stage table, build its config from params.yaml, open its MLflow run, and write an
-analysis's output. Kept here once so each adapter (``stages/<name>.py``,
-``analysis/<name>/stage.py``) reads as: load inputs, call the computation, write, log.
+through the stage table, build its config from params.yaml and open its MLflow run (an
+analysis writes through ``analysis/common/job.py`` on top of this). Kept here once so each
+adapter (``stages/<name>.py``, ``analysis/<name>/stage.py``) reads as: load inputs, call the
+computation, write, log.
 
 This module imports nothing heavy: a stage's code dependencies are the import closure of its
 module, so whatever is imported here every stage depends on.

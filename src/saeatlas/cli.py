@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from saeatlas import __version__
-from saeatlas.errors import SaeAtlasError
+from saeatlas.errors import ParamsError, SaeAtlasError
 from saeatlas.pipeline import STAGE, STAGES
 
 log = logging.getLogger("saeatlas")
@@ -85,9 +85,11 @@ def _run_options(args: argparse.Namespace) -> None:
 
     if getattr(args, "no_progress", False):
         os.environ["SAEATLAS_PROGRESS"] = "0"
-    if getattr(args, "threads", None):
+    if getattr(args, "threads", None) is not None:
         import torch
 
+        if args.threads < 1:
+            raise ParamsError(f"--threads: must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
 
 

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from saeatlas.artifacts import sha256_file, write_bytes_atomic, write_json_atomic, write_npy_atomic
 from saeatlas.config import CorpusParams, SourceParams
 from saeatlas.errors import CorpusError
 from saeatlas.sources import Document, SkipCounter, iter_documents, provenance
+from saeatlas.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def take_from_source(
     split_i = 0
     extra = 1 if sep is not None else 0
     stream = _tokenise_stream(docs, tokenizer)
-    bar = tqdm(total=quota["eval"] + quota["train"], desc=f"tokenise {src.name}", unit="tok", leave=False)
+    bar = progress_bar(total=quota["eval"] + quota["train"], desc=f"tokenise {src.name}", unit="tok")
     for td in stream:
         if len(td.ids) == 0:
             skips.skip("no_tokens", f"{src.name}:{td.doc.title}")
@@ -210,7 +210,7 @@ def build_corpus(cfg: CorpusParams, tokenizer: Any, out_dir: Path) -> dict[str, 
 
     skips = SkipCounter()
     per_split: dict[str, list[tuple[SourceParams, TokenisedDoc]]] = {s: [] for s in SPLITS}
-    for i, src in enumerate(tqdm(cfg.sources, desc="corpus sources", unit="source")):
+    for i, src in enumerate(progress_bar(cfg.sources, desc="corpus sources", unit="source", leave=True)):
         takes = take_from_source(src, cfg, tokenizer, quotas[i], skips, i, sep)
         for split in SPLITS:
             per_split[split].extend((src, td) for td in takes[split].docs)

@@ -17,10 +17,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from saeatlas.activations import ActivationStore
 from saeatlas.sae.model import SAE
+from saeatlas.progress import bar as progress_bar
 
 
 @dataclass
@@ -66,7 +66,7 @@ def reconstruction_metrics(sae: SAE, store: ActivationStore, batch_size: int, de
     ordinary, every = _Moments(), _Moments()
     counts = torch.zeros(sae.n_latents, dtype=torch.int64, device=device)
     active_total = 0
-    bar = tqdm(total=store.n_tokens, desc="reconstruction", unit="tok", unit_scale=True, disable=not progress)
+    bar = progress_bar(total=store.n_tokens, desc="reconstruction", show=progress, unit="tok", unit_scale=True)
     for x, mask in _batches_with_mask(store, batch_size, device):
         code = sae.encode(x)
         x_hat = sae.decode(code)
@@ -146,7 +146,7 @@ def spliced_loss_metrics(lm: Any, sae: SAE, contexts: np.ndarray, layer: int, ou
 
     sums = {k: 0.0 for k in ("clean", "sae", "zero", "sae_all", "kl_sae", "kl_zero", "kl_sae_all")}
     n_pred = 0
-    bar = tqdm(total=contexts.shape[0], desc="spliced CE", unit="ctx", disable=not progress)
+    bar = progress_bar(total=contexts.shape[0], desc="spliced CE", show=progress, unit="ctx")
     for start in range(0, contexts.shape[0], batch_contexts):
         ids = torch.from_numpy(np.asarray(contexts[start:start + batch_contexts], dtype=np.int64)).to(device)
         targets = ids[:, 2:].reshape(-1)  # predictions from positions 1..T-2

@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from saeatlas.activations import ActivationStore
 from saeatlas.codes import CodeWriter, SparseCodes
 from saeatlas.config import FeaturesParams
 from saeatlas.sae.model import SAE
+from saeatlas.progress import bar as progress_bar
 
 KINDS = ("top", "quantile")
 
@@ -52,8 +52,8 @@ def encode_store(sae: SAE, store: ActivationStore, directory: Path, batch_size: 
     """Encode every row of ``store`` (raw activations; the SAE maps raw space) into ``directory``."""
     width = int(getattr(sae, "k", max_active))
     writer = CodeWriter(directory, store.n_tokens, width, sae.n_latents)
-    bar = tqdm(total=store.n_tokens, desc=f"encode n={sae.n_latents}", unit="tok", unit_scale=True,
-               disable=not progress)
+    bar = progress_bar(total=store.n_tokens, desc=f"encode n={sae.n_latents}", show=progress, unit="tok",
+                       unit_scale=True)
     start = 0
     for x in store.iter_sequential(batch_size, normalise=False, device=device):
         code = sae.encode(x)
@@ -158,7 +158,7 @@ def select_examples(codes: SparseCodes, peak: np.ndarray, cfg: FeaturesParams, b
     top = BestPerGroup(n, cfg.top_n)
     sample = BestPerGroup(n * bins, cfg.per_bin) if bins and cfg.per_bin else None
     safe_peak = np.where(peak > 0, peak, 1.0)
-    bar = tqdm(total=codes.n_tokens, desc="examples", unit="tok", unit_scale=True, disable=not progress)
+    bar = progress_bar(total=codes.n_tokens, desc="examples", show=progress, unit="tok", unit_scale=True)
     for start, idx, val in codes.iter_blocks(block):
         active = val > 0
         r, _ = np.nonzero(active)

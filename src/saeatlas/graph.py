@@ -116,16 +116,28 @@ def gather_dir(template: str) -> str:
 # --------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
+def _package_root() -> Path:
+    spec = find_spec(PACKAGE)
+    assert spec is not None and spec.origin is not None, f"{PACKAGE} is not importable"
+    return Path(spec.origin).parent
+
+
 def _module_file(name: str) -> Path | None:
-    spec = find_spec(name)
-    return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
+    """The source file of project module ``name``, found on disk (nothing is imported: reading
+    the graph must not load torch)."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = _package_root().joinpath(*parts[1:])
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None
 
 
 def _is_module(name: str) -> bool:
-    try:
-        return find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
+    return _module_file(name) is not None
 
 
 def _imports(path: Path, module: str) -> set[str]:
@@ -172,7 +184,7 @@ def import_closure(module: str) -> tuple[str, ...]:
 
 def code_files(stage: Stage) -> tuple[str, ...]:
     """The source files (repository paths) and data folders a stage's outputs depend on."""
-    root = _module_file(PACKAGE).parent  # type: ignore[union-attr]
+    root = _package_root()
     files = [CODE + path.relative_to(root).as_posix()
              for path in map(_module_file, import_closure(stage.module)) if path is not None]
     return (*files, *(CODE + d for d in stage.data))

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 import torch
-from tqdm import tqdm
 
 from saeatlas.artifacts import write_bytes_atomic
 from saeatlas.config import schema_defaults
 from saeatlas.sae.model import SAE, Losses, build
+from saeatlas.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +275,8 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
 
     sums = torch.zeros(4, dtype=torch.float64)  # loss, fvu, aux, l0 since the last curve row
     n_sum = 0
-    bar = tqdm(total=total, initial=state.step, desc=f"SAE n={cfg.n_latents}", unit="step",
-               disable=not progress, mininterval=5)
+    bar = progress_bar(total=total, initial=state.step, desc=f"SAE n={cfg.n_latents}", show=progress,
+                       unit="step", leave=True)
     t_start = time.perf_counter() - state.seconds
     start_epoch, skip = divmod(state.step, per_epoch)
     try:  # the step buffer is freed however the loop ends

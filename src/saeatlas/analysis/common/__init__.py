@@ -1,4 +1,4 @@
 """What every analysis shares, so no analysis imports another: the config mechanism
 (``config``), the output contract and its writer (``output``), the report-section interface
 (``section``), input checks (``inputs``), statistics (``stats``), linear algebra (``linalg``),
-thread control (``threads``), progress bars (``progress``) and plotting (``plotting``)."""
+thread control (``threads``) and plotting (``plotting``); progress bars are ``saeatlas.progress``."""

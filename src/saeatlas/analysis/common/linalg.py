@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from saeatlas.analysis.common.progress import bar
+from saeatlas.progress import bar
 
 
 def unit_rows(w: np.ndarray) -> np.ndarray:

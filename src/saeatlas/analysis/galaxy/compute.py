@@ -9,7 +9,7 @@ import numpy as np
 
 from saeatlas.analysis.common.inputs import check_decoders
 from saeatlas.analysis.common.output import AnalysisOutput
-from saeatlas.analysis.common.progress import bar
+from saeatlas.progress import bar
 from saeatlas.analysis.common.threads import limit_threads
 from saeatlas.analysis.galaxy.clouds import (ACTIVATIONS, ACTIVATIONS_NULL, DECODER, NULL, Pair, References,
                                              analyse_cloud, gaussian_null_cloud, prepared)

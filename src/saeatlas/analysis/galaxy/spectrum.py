@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saeatlas.analysis.common.progress import bar
+from saeatlas.progress import bar
 from saeatlas.analysis.common.stats import PowerLawFit, fit_power_law
 from saeatlas.analysis.common.threads import limit_threads
 

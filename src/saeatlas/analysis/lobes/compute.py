@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from saeatlas.analysis.common.output import AnalysisOutput
-from saeatlas.analysis.common.progress import bar
+from saeatlas.progress import bar
 from saeatlas.analysis.common.threads import limit_threads
 from saeatlas.analysis.lobes.ami import agreement_metrics, density_bins
 from saeatlas.analysis.lobes.classifier import classifier_inputs, classifier_metrics

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from scipy import sparse
 
-from saeatlas.analysis.common.progress import bar
+from saeatlas.progress import bar
 from saeatlas.analysis.common.threads import limit_threads
 from saeatlas.analysis.lobes.config import COUNT_METHODS, SMALL_PROBLEM
 

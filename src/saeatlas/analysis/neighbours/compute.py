@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 from saeatlas.analysis.common.inputs import check_decoders
 from saeatlas.analysis.common.linalg import best_decoder_matches, unit_rows
 from saeatlas.analysis.common.output import AnalysisOutput
-from saeatlas.analysis.common.progress import bar
+from saeatlas.progress import bar
 from saeatlas.analysis.neighbours.config import NeighboursConfig
 from saeatlas.analysis.neighbours.figures import cosine_figure, interactive_map, maps_figure
 

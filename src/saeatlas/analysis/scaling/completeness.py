@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import sparse, special, stats
 
-from saeatlas.analysis.common.progress import bar
+from saeatlas.progress import bar
 from saeatlas.analysis.scaling.concepts import TokenizedConcept
 from saeatlas.analysis.scaling.firing import binary
 from saeatlas.analysis.scaling.matching import ConceptCounts, Occurrences

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from saeatlas.analysis.common.output import AnalysisOutput
-from saeatlas.analysis.common.progress import bar
+from saeatlas.progress import bar
 from saeatlas.analysis.common.stats import PowerLawFit, fit_power_law
 from saeatlas.analysis.scaling.completeness import Completeness, Judgement, completeness, judge_concepts, num
 from saeatlas.analysis.scaling.concepts import TokenizedConcept, WordBoundaries

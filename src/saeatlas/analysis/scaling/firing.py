@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from saeatlas.analysis.common.progress import bar
+from saeatlas.progress import bar
 
 
 def binary(codes: Any) -> sparse.csr_matrix:

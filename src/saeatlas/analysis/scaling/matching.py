@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from saeatlas.analysis.common.progress import bar
+from saeatlas.progress import bar
 from saeatlas.analysis.scaling.concepts import TokenizedConcept, WordBoundaries
 
 

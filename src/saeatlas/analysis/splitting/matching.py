@@ -14,7 +14,7 @@ import numpy as np
 from scipy import sparse
 
 from saeatlas.analysis.common.linalg import best_decoder_matches
-from saeatlas.analysis.common.progress import bar
+from saeatlas.progress import bar
 from saeatlas.analysis.splitting.config import SplittingConfig
 
 CLASSES = ("rare", "identical", "split_child", "other_similar", "novel")

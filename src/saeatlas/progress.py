@@ -8,7 +8,7 @@ stage, so it is read from the environment (``SAEATLAS_PROGRESS=0`` hides them; t
 from __future__ import annotations
 
 import os
-from typing import Iterable, TypeVar
+from typing import Any, Iterable, TypeVar
 
 from tqdm import tqdm
 
@@ -20,7 +20,9 @@ def enabled() -> bool:
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def bar(iterable: Iterable[T], desc: str, **kwargs: object) -> Iterable[T]:
-    """``tqdm`` over ``iterable`` when bars are enabled (at most one refresh every 5 s)."""
+def bar(iterable: Iterable[T] | None = None, desc: str = "", show: bool = True, **kwargs: object) -> Any:
+    """``tqdm`` (over ``iterable``, or a manual bar with ``total=``) when bars are enabled here
+    and by the environment; ``show=False`` hides it (e.g. inside tests). One refresh every 5 s
+    at most, so a bar in a log file stays readable."""
     options = {"mininterval": 5, "leave": False, **kwargs}
-    return tqdm(iterable, desc=desc, disable=not enabled(), **options)  # type: ignore[arg-type]
+    return tqdm(iterable, desc=desc, disable=not (show and enabled()), **options)  # type: ignore[arg-type]
