@@ -25,4 +25,10 @@ rule all:
 
 
 onsuccess:
-    shell(f"python -m saeatlas dvc-adopt --params {shlex.quote(PARAMS)}")
+    # Record in DVC what this run made up to date: the jobs of its graph, by DVC's names.
+    _jobs = sorted({dvc_job_name(job) for job in workflow.dag.jobs if job.rule.name in STAGE})
+    try:
+        shell(f"python -m saeatlas dvc-adopt --params {shlex.quote(PARAMS)} --jobs {' '.join(_jobs)}")
+    except Exception:  # the study itself succeeded; say how to record it, do not fail it
+        print(f"WARNING: DVC did not record this run (see above); retry with "
+              f"`python -m saeatlas dvc-adopt --params {PARAMS}`")

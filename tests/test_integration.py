@@ -408,6 +408,13 @@ def test_dvc_continues_from_the_snakemake_study_and_reruns_only_affected_stages(
     plots = run([tool("dvc"), "plots", "show", "--json"], proj).stdout
     assert "training_log.csv" in plots and "density_histogram.csv" in plots
 
+    # DVC runs the LM stages' commands too, to the same bytes: forced, one job at a time, they
+    # rewrite the model, corpus and store, and the rest of the study stays up to date.
+    forced = run([tool("dvc"), "repro", "--force", "--single-item", "model", "corpus", "activations@15"], proj)
+    assert ran_stages(forced.stdout) == {"model", "corpus", "activations@15"}, forced.stdout
+    ActivationStore.open(proj / STORE / "train", verify=True)
+    assert "up to date" in run([tool("dvc"), "status"], proj).stdout
+
     # One analysis key: that analysis alone (nothing reads an analysis's output yet).
     one = run([tool("dvc"), "exp", "run", "-S", "splitting.child_cos=0.4"], proj)
     assert ran_stages(one.stdout) == jobs_of(downstream({"splitting"})) == {"splitting@15"}, one.stdout
@@ -425,6 +432,9 @@ def test_dvc_continues_from_the_snakemake_study_and_reruns_only_affected_stages(
     # An SAE knob re-runs training and everything after it, never the LM stages.
     retrain = run([tool("dvc"), "exp", "run", "-S", "sae.k=8"], proj)
     assert ran_stages(retrain.stdout) == jobs_of(downstream({"train_sae"})), retrain.stdout
+    per_size = {f"{stage}@15-{n}" for stage in ("train_sae", "evaluate", "features", "lobes") for n in (256, 512)}
+    assert ran_stages(retrain.stdout) == per_size | {f"{a}@15" for a in ("splitting", "scaling", "neighbours",
+                                                                           "crystals", "galaxy")}
     assert not {"model", "corpus", "activations@15"} & ran_stages(retrain.stdout)
 
     # The local default remote works offline.

@@ -179,6 +179,11 @@ def test_snakemake_and_dvc_run_the_same_graph(tmp_path: Path, params: str) -> No
         sizes = {int(m) for p in gathered for m in re.findall(r"/n(\d+)(?:/|$)", p)}
         assert not gathered or sizes == set(raw["sae"]["sizes"]), job  # one copy per size
         snake[job]["inputs"] = (snake[job]["inputs"] - gathered) | {re.sub(r"/n\d+(/.*)?$", "", p) for p in gathered}
+        # Snakemake compares files' times, so a package-data folder is listed file by file
+        for folder in (f"src/saeatlas/{d}" for d in stage.data):
+            inside = {p for p in snake[job]["inputs"] if p.startswith(folder + "/")}
+            assert inside, (job, folder)
+            snake[job]["inputs"] = (snake[job]["inputs"] - inside) | {folder}
     assert f"train_sae@{raw['model']['layers'][-1]}-{raw['sae']['sizes'][-1]}" in dvc
     for job in dvc:
         assert snake[job] == dvc[job], job
@@ -222,5 +227,13 @@ def test_slurm_profile_asks_each_job_what_its_row_says(tmp_path: Path) -> None:
         block = block[:block.index("\n\n")]
         res = stage.resources
         assert f"mem_mb={res.mem_mb}" in block and f"cpus_per_task={res.cpus}" in block, stage.name
-        assert ("gpu=1" in block) == res.gpu, stage.name
+        assert f"runtime={res.runtime}" in block and ("gpu=1" in block) == res.gpu, stage.name
+    # What the old hand-written profile asked, now said once in the rows.
+    block = text[text.index("rule activations:"):]
+    assert "gpu=1" in block[:block.index("\n\n")] and "mem_mb=32000" in block and "cpus_per_task=8" in block
     assert STAGE["activations"].resources.gpu and not STAGE["lobes"].resources.gpu
+    assert STAGE["lobes"].resources.mem_mb == 96000
+    # The profile's threads for a multi-threaded job are its row's cpus.
+    profile = yaml.safe_load((proj / "workflow/profiles/slurm/config.yaml").read_text())
+    for name, threads in profile["set-threads"].items():
+        assert threads == STAGE[name].resources.cpus, name

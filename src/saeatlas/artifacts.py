@@ -8,6 +8,7 @@ hash) that every stage records beside its metrics.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -16,7 +17,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
@@ -55,14 +56,22 @@ def replace_dir(partial: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """Write ``path`` through ``<name>.tmp``: flushed and fsync'd, then renamed over ``path``
+    (atomic on POSIX) and the directory fsync'd. An exception leaves ``path`` untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
-        fh.write(data)
+        yield fh
         fh.flush()
         os.fsync(fh.fileno())
     _commit(tmp, path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_file(path) as fh:
+        fh.write(data)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -72,23 +81,16 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def write_npy_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_file(path) as fh:
         np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    _commit(tmp, path)
 
 
 def write_parquet_atomic(table: Any, path: Path) -> None:
     """A pyarrow Table as zstd Parquet, written like every other file (tmp, fsync, rename)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    write_bytes_atomic(path, sink.getvalue().to_pybytes())
+    with atomic_file(path) as fh:  # streamed to the file: the table is never in memory twice
+        pq.write_table(table, fh, compression="zstd")
 
 
 def write_csv_atomic(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]) -> None:

@@ -75,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     text = ("Record in DVC (dvc commit) every stage whose outputs exist, after a Snakemake run, so that "
             "`dvc status` and `dvc exp run` see what Snakemake built.")
     p = sub.add_parser("dvc-adopt", help=text, description=text)
-    _common(p)
+    p.add_argument("--params", default="params.yaml", metavar="FILE", help="parameter file (default: params.yaml)")
+    p.add_argument("--jobs", nargs="*", metavar="JOB",
+                   help="DVC job names (stage or stage@layer[-size]); default: every job whose outputs exist")
+    p.add_argument("--log-file", metavar="FILE", help="also write the log to FILE")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
@@ -117,7 +121,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "dvc-adopt":
         from saeatlas.dvc_adopt import adopt
 
-        adopt(params)
+        adopt(params, args.jobs)
         return 0
     stage = STAGE[args.command]
     kwargs = {w: getattr(args, w) for w in stage.wildcards}

@@ -1,11 +1,12 @@
-"""Make DVC see what Snakemake built: ``dvc commit`` of every job whose outputs exist.
+"""Make DVC see what Snakemake built: ``dvc commit`` of the jobs of a successful Snakemake run.
 
 Why: the study has two front-ends over one graph. Without this, a study run by Snakemake leaves
 no ``dvc.lock``, and the first ``dvc repro`` / ``dvc exp run -S key=value`` after it re-runs the
 whole hour-long study instead of the stages the change touches. The Snakefile calls this when a
-run succeeds (``onsuccess``); ``dvc commit`` records each job's current dependencies (code,
-inputs, params values) and outputs in ``dvc.lock`` and caches the outputs, which is exactly the
-state Snakemake has just verified as up to date.
+run succeeds (``onsuccess``) with the jobs of that run's graph (``--jobs``): Snakemake has just
+made every one of them up to date, so ``dvc commit`` records exactly that state (each job's code,
+inputs, params values and outputs in ``dvc.lock``; the outputs in DVC's cache). Jobs outside the
+run (a partial run with a named target) are not recorded: their outputs may be stale.
 
 Only when it means something: DVC reads ``params.yaml`` alone, so a run on another parameter
 file (``--configfile params/smoke.yaml``) is not adopted (DVC would record params the outputs
@@ -51,8 +52,9 @@ def _mtimes(root: Path, outputs: list[Path]) -> dict[Path, tuple[int, int]]:
     return {f: (f.stat().st_atime_ns, f.stat().st_mtime_ns) for f in files}
 
 
-def adopt(params: Params, root: Path = Path(".")) -> list[str]:
-    """``dvc commit`` the jobs whose outputs all exist; return their names."""
+def adopt(params: Params, jobs: list[str] | None = None, root: Path = Path(".")) -> list[str]:
+    """``dvc commit`` the given DVC jobs (default: every job) whose outputs all exist; return
+    their names. A name the table does not know is a SaeAtlasError."""
     if Path(params.path).resolve() != (root / PARAMS_FILE).resolve():
         log.warning("not recorded in DVC: this run read %s, and DVC reads %s only (copy it there to "
                     "share one state)", params.path, PARAMS_FILE)
@@ -60,7 +62,12 @@ def adopt(params: Params, root: Path = Path(".")) -> list[str]:
     if not (root / ".dvc").is_dir():
         log.info("not a DVC project (no .dvc/): nothing to record")
         return []
-    jobs = [name for name, outs in dvc_jobs(params).items() if all((root / p).exists() for p in outs)]
+    known = dvc_jobs(params)
+    unknown = sorted(set(jobs or ()) - set(known))
+    if unknown:
+        raise SaeAtlasError(f"--jobs: not jobs of the stage table under {params.path}: {unknown[:5]}")
+    wanted = known if jobs is None else {name: known[name] for name in jobs}
+    jobs = [name for name, outs in wanted.items() if all((root / p).exists() for p in outs)]
     if not jobs:
         return []
     # dvc commit moves each output into its cache and puts a copy back, with a new mtime: Snakemake

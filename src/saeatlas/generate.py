@@ -20,9 +20,8 @@ import yaml
 from saeatlas.graph import WILDCARD_LISTS, Stage, code_files
 from saeatlas.pipeline import ANALYSES, STAGES, dvc_inputs
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-CORE_SCHEMA = PACKAGE_DIR / "params.core.schema.yaml"
-SCHEMA = PACKAGE_DIR / "params.schema.yaml"
+CORE_SCHEMA = "src/saeatlas/params.core.schema.yaml"  # under the project root
+SCHEMA = "src/saeatlas/params.schema.yaml"
 
 
 def _dvc_path(template: str, wildcards: tuple[str, ...]) -> str:
@@ -73,8 +72,8 @@ def analysis_config(name: str) -> type:
     raise LookupError(f"analysis/{name}/config.py defines no AnalysisConfig with section {name!r}")
 
 
-def params_schema() -> str:
-    with open(CORE_SCHEMA, encoding="utf-8") as fh:
+def params_schema(root: Path) -> str:
+    with open(root / CORE_SCHEMA, encoding="utf-8") as fh:
         schema = yaml.safe_load(fh)
     tracking = schema["properties"].pop("tracking")
     for stage in ANALYSES:
@@ -89,7 +88,7 @@ def params_schema() -> str:
 
 def generated(root: Path) -> dict[Path, str]:
     """Every generated file (path under ``root``) and the text it must hold."""
-    return {root / "dvc.yaml": dvc_yaml(), SCHEMA: params_schema()}
+    return {root / "dvc.yaml": dvc_yaml(), root / SCHEMA: params_schema(root)}
 
 
 def write(root: Path, check: bool = False) -> list[Path]:

@@ -1,13 +1,14 @@
 # Shared set-up: validate the parameters once, pick the parameter file the stages read, and
 # turn rows of the stage table (saeatlas.pipeline) into rule arguments.
 import os
+from pathlib import Path
 
 import yaml
 from snakemake.utils import validate
 
 from saeatlas import config as saeatlas_config
 from saeatlas.graph import PARAMS_FILE, WILDCARD_LISTS, code_files
-from saeatlas.pipeline import STAGE, STAGES, input_templates
+from saeatlas.pipeline import STAGE, input_templates
 
 
 # The stages read one complete parameter file: the last --configfile given, else params.yaml.
@@ -38,7 +39,15 @@ def stage_inputs(name):
     stage = STAGE[name]
     plain, gathered = input_templates(stage)
     per_size = [_path(p).replace("{size}", str(size)) for p in gathered for size in WILDCARD_VALUES["size"]]
-    return [*code_files(stage), *(_path(p) for p in plain), *per_size]
+    return [*_files(code_files(stage)), *(_path(p) for p in plain), *per_size]
+
+
+def _files(paths):
+    """Files as they are, folders (package data) as their files: Snakemake compares files' times."""
+    out = []
+    for p in paths:
+        out += sorted(str(f) for f in Path(p).rglob("*") if f.is_file()) if Path(p).is_dir() else [p]
+    return out
 
 
 def stage_outputs(name):
@@ -62,6 +71,8 @@ def stage_params(name):
 
 
 def stage_threads(name):
+    """Every core the job may use (on SLURM the profile's set-threads, checked against the rows'
+    cpus by tests/test_pipeline.py)."""
     threads = STAGE[name].resources.threads
     return workflow.cores if threads == "all" else threads
 
@@ -77,6 +88,13 @@ def stage_resources(name):
 
 def stage_constraints(name):
     return {w: r"\d+" for w in STAGE[name].wildcards}
+
+
+def dvc_job_name(job):
+    """DVC's name of a Snakemake job: ``stage`` or ``stage@<layer>[-<size>]`` (its matrix naming)."""
+    stage = STAGE[job.rule.name]
+    return stage.name + ("@" + "-".join(str(getattr(job.wildcards, w)) for w in stage.wildcards)
+                         if stage.wildcards else "")
 
 
 def stage_targets(name):
