@@ -2,7 +2,8 @@
 
 Each analysis folder has ``section.py`` with ``section(metrics, out_dir) -> Section``: built from
 the analysis's own written outputs (its flat metrics and the files under its output directory),
-so the report stage iterates over the stage table's analyses and never names one. A section says
+so a report iterates over the stage table's analyses and never names one (the integration
+test does exactly that on the smoke study). A section says
 what it found *with its null*; where an analysis finds nothing above its null, its summary says
 so with the number.
 """
