@@ -2,9 +2,10 @@
 
 Why one module: every stage, Snakemake and DVC read the same file; if each validated it
 its own way they would disagree. The JSON Schema in ``workflow/schemas/params.schema.yaml``
-is the single description of every key (type, allowed values, default, meaning): generated
-from ``params.core.schema.yaml`` and the analyses' config dataclasses; this module applies it, adds the few checks a schema cannot express (cross-key rules), and reports every
-problem with the key path that holds it, e.g. ``sae.sizes[2]: must be >= 64, got -5``.
+is the single description of every key (type, allowed values, default, meaning), generated
+from ``params.core.schema.yaml`` and the analyses' config dataclasses. This module applies it,
+adds the few checks a schema cannot express (cross-key rules), and reports every problem with
+the key path that holds it, e.g. ``sae.sizes[2]: must be >= 64, got -5``.
 """
 
 from __future__ import annotations

@@ -38,9 +38,8 @@ def dvc_jobs(params: Params) -> dict[str, list[Path]]:
         lists = [params.section(WILDCARD_LISTS[w]) for w in stage.wildcards]
         for combo in itertools.product(*lists):
             values = dict(zip(stage.wildcards, combo))
-            name = stage.name + ("@" + "-".join(map(str, combo)) if combo else "")
             outs = [stage.out(o.name, model=params.model.name, **values) for o in stage.outputs]
-            jobs[name] = [*outs, Path(stage.log_path().format(**values))]
+            jobs[stage.job_name(values)] = [*outs, Path(stage.log_path().format(**values))]
     return jobs
 
 
@@ -73,7 +72,7 @@ def adopt(params: Params, jobs: list[str] | None = None, root: Path = Path("."))
     # dvc commit moves each output into its cache and puts a copy back, with a new mtime: Snakemake
     # would then see every input as newer than its outputs and re-run the study. The content is
     # unchanged, so the times are put back (DVC re-hashes once, finding the same hashes).
-    times = _mtimes(root, [p for name in jobs for p in dvc_jobs(params)[name]])
+    times = _mtimes(root, [p for name in jobs for p in wanted[name]])
     try:
         proc = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *jobs], cwd=root,
                               capture_output=True, text=True)

@@ -90,6 +90,10 @@ class Stage:
                 return o
         raise KeyError(f"stage {self.name!r} has no output {name!r}")
 
+    def job_name(self, values: Mapping[str, Any]) -> str:
+        """DVC's name of one job: ``stage`` or ``stage@<layer>[-<size>]`` (its matrix naming)."""
+        return self.name + ("@" + "-".join(str(values[w]) for w in self.wildcards) if self.wildcards else "")
+
     def log_path(self) -> str:
         suffix = "".join(f"-{w}{{{w}}}" for w in self.wildcards)
         return f"results/logs/{self.name}{suffix}.log"

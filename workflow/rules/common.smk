@@ -91,10 +91,9 @@ def stage_constraints(name):
 
 
 def dvc_job_name(job):
-    """DVC's name of a Snakemake job: ``stage`` or ``stage@<layer>[-<size>]`` (its matrix naming)."""
+    """DVC's name of a Snakemake job (``Stage.job_name``)."""
     stage = STAGE[job.rule.name]
-    return stage.name + ("@" + "-".join(str(getattr(job.wildcards, w)) for w in stage.wildcards)
-                         if stage.wildcards else "")
+    return stage.job_name({w: getattr(job.wildcards, w) for w in stage.wildcards})
 
 
 def stage_targets(name):

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
-from saeatlas.adapters import StageJob, stage_job
+from saeatlas.adapters import StageJob, path, stage_job
 from saeatlas.analysis.common.output import AnalysisOutput, write_output
 from saeatlas.config import Params
-from saeatlas.pipeline import STAGE
 
 
 @dataclass
@@ -19,10 +18,9 @@ class AnalysisJob:
 
     def write(self, output: AnalysisOutput) -> dict[str, float]:
         """Write the analysis's output where the table says; log its metrics; return them."""
-        params = self.job.params
-        where: dict[str, Any] = dict(model=params.model.name, **self.job.wildcards)
-        stage = STAGE[self.job.stage]
-        write_output(output, stage.out("report", **where), stage.out("metrics", **where), params.hash())
+        params, stage, where = self.job.params, self.job.stage, self.job.wildcards
+        write_output(output, path(stage, "report", params, **where), path(stage, "metrics", params, **where),
+                     params.hash())
         self.job.run.log_metrics(output.metrics)
         return output.metrics
 
