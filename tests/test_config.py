@@ -203,6 +203,13 @@ def test_bad_device_fails_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()
 
 
+def test_bad_threads_fails_before_any_work(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "saeatlas", "corpus", "--params", str(REPO / "params/smoke.yaml"),
+                           "--threads", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--threads: must be >= 1, got 0" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_layer_not_in_params_is_refused(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "saeatlas", "activations", "--params", str(REPO / "params/smoke.yaml"),
                            "--layer", "3"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
