@@ -80,15 +80,13 @@ def synthetic_chunks(n_tokens: int, n_latents: int, rows: int,
 
 def write_codes(directory: Path, n_tokens: int, n_latents: int, decoder: bool = False) -> float:
     """A synthetic code store; returns its size in MB."""
-    from saeatlas.codes import DECODER, CodeWriter
+    from saeatlas.codes import CodeWriter
 
     writer = CodeWriter(directory, n_tokens, K, n_latents)
     for idx, val in synthetic_chunks(n_tokens, n_latents, 64 * PPC):
         writer.append(idx, val)
-    writer.finish()
-    if decoder:
-        rng = np.random.default_rng(1)
-        np.save(directory / DECODER, rng.standard_normal((n_latents, D_MODEL)).astype(np.float32))
+    rows = np.random.default_rng(1).standard_normal((n_latents, D_MODEL)).astype(np.float32) if decoder else None
+    writer.finish(decoder=rows)
     return sum(f.stat().st_size for f in directory.iterdir()) / 1e6
 
 

@@ -111,9 +111,38 @@ def test_corruption_and_incompleteness_are_detected(tmp_path: Path) -> None:
     shard.write_bytes(bytes(raw))
     with pytest.raises(StoreError, match="shard-00001.npy: checksum does not match"):
         ActivationStore.open(tmp_path / "s", verify=True)
+    shard.write_bytes(bytes(raw[:-7]))  # truncated: named with its sizes, whether or not checksums run
+    with pytest.raises(StoreError, match=r"shard-00001.npy: \d+ bytes, .* needs \d+ \(truncated\)"):
+        ActivationStore.open(tmp_path / "s", verify=False)
+    shard.write_bytes(bytes(raw) + b"\0")
+    with pytest.raises(StoreError, match=r"shard-00001.npy: .*\(trailing data\)"):
+        ActivationStore.open(tmp_path / "s", verify=False)
     shard.unlink()
     with pytest.raises(StoreError, match="listed in the manifest but missing"):
         ActivationStore.open(tmp_path / "s")
+
+
+def test_checksums_run_by_default_once_per_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain open (what every stage does) verifies the checksums; a second open of the same,
+    unchanged store in the same process does not hash it again."""
+    import saeatlas.artifacts as artifacts
+
+    synthetic_store(tmp_path / "s", [20, 20])
+    shard = tmp_path / "s" / shard_name(0)
+    raw = bytearray(shard.read_bytes())
+    raw[-3] ^= 0x10
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match="shard-00000.npy: checksum does not match"):
+        ActivationStore.open(tmp_path / "s")
+    raw[-3] ^= 0x10
+    shard.write_bytes(bytes(raw))
+    hashed: list[str] = []
+    real = artifacts.sha256_file
+    monkeypatch.setattr(artifacts, "sha256_file", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
+    ActivationStore.open(tmp_path / "s")
+    first = len(hashed)
+    ActivationStore.open(tmp_path / "s")
+    assert first > 5 and len(hashed) == first + 1  # the second open hashes only the manifest
     writer = StoreWriter(tmp_path / "p", {"format": FORMAT, "fingerprint": "x"})  # never finished
     writer.write_shard(0, np.ones((3, D), np.float32))
     with pytest.raises(StoreError, match="incomplete"):

@@ -112,6 +112,15 @@ BAD_VALUES = [
     ("evaluate.ce_contexts", 100000, ["evaluate.ce_contexts", "evaluation split has only 781 contexts"]),
     ("evaluate.dense_threshold", 0, ["evaluate.dense_threshold", "> 0"]),
     ("evaluate", DELETE, ["evaluate: required key is missing"]),
+    # Non-finite numbers: JSON Schema's "number" admits YAML's .inf/.nan; .inf used to train to NaN.
+    ("sae.lr", float("inf"), ["sae.lr", "must be a finite number, got inf"]),
+    ("sae.lr", float("nan"), ["sae.lr", "must be a finite number, got nan"]),
+    ("sae.auxk_alpha", float("-inf"), ["sae.auxk_alpha", "finite"]),
+    ("corpus.sources[0].weight", float("nan"), ["corpus.sources[0].weight", "finite"]),
+    ("activations.outlier_factor", float("inf"), ["activations.outlier_factor", "finite"]),
+    ("splitting.identical_cos", float("nan"), ["splitting.identical_cos", "finite"]),
+    ("sae.auxk_k", 4096, ["sae.auxk_k", "at most the smallest dictionary size 1152", "got 4096"]),
+    ("sae.batch_size", 10_000_000, ["sae.batch_size", "corpus.train_tokens", "got 10000000"]),
 ]
 
 

@@ -22,7 +22,7 @@ from conftest import REPO
 
 
 def corpus_params(sources: list[dict], train: int = 2000, eval_: int = 500, ctx: int = 32, **kw) -> config.CorpusParams:
-    raw = config.validate({"study": {}, "model": {}, "activations": {}, "sae": {}, "tracking": {},
+    raw = config.validate({"study": {}, "model": {}, "activations": {}, "sae": {"batch_size": 1}, "tracking": {},
                            "evaluate": {"ce_contexts": 1},
                            "corpus": {"sources": sources, "train_tokens": train, "eval_tokens": eval_,
                                       "context_length": ctx, **kw}})
@@ -308,3 +308,33 @@ def test_shakespeare_prologues_are_kept() -> None:
     docs = {d.title: d.text for d in iter_documents(src, 20, SkipCounter())}
     prologue = next(text for title, text in docs.items() if title.startswith("Romeo And Juliet, front matter"))
     assert "Two households" in prologue
+
+
+def test_special_token_strings_in_text_stay_text_and_invisible_characters_are_counted(
+        tmp_path: Path, tokenizer) -> None:
+    """A document containing the literal strings of the separator and BOS tokens must not produce
+    those ids (the pipeline reads them as document boundaries and flags massive activations by
+    them); they are encoded as ordinary text. NUL, other controls and bidi overrides are kept and
+    counted in the metrics and the corpus manifest."""
+    hostile = ("Chat log: <|endoftext|> then <|im_start|>user hello<|im_end|> and a NUL \x00 here, "
+               "a bell \x07, an override \u202e. ")
+    (tmp_path / "chat.txt").write_text("\n\n".join(f"Part {i}. " + hostile + LOREM * 2 for i in range(30)))
+    cfg = corpus_params([{"kind": "text", "path": str(tmp_path / "chat.txt"), "domain": "chat", "weight": 1}],
+                        train=1000, eval_=300)
+    metrics = build_corpus(cfg, tokenizer, tmp_path / "out")
+    sep, bos = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>"])
+    documents = read_documents(tmp_path / "out")
+    for split in ("train", "eval"):
+        contexts = np.asarray(CorpusSplit.open(tmp_path / "out", split).contexts)
+        # BOS only in column 0; one separator at most between two documents (not one per string).
+        assert (contexts[:, 0] == bos).all() and not (contexts[:, 1:] == bos).any()
+        assert (contexts == sep).sum() <= sum(d["split"] == split for d in documents)
+    n_parts = len(documents)
+    assert metrics["text.nul_chars"] >= n_parts and metrics["text.control_chars"] >= n_parts
+    assert metrics["text.bidi_controls"] >= n_parts and metrics["text.special_token_strings"] >= 3 * n_parts
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["text_counts"]["nul_chars"] == metrics["text.nul_chars"]
+    # The strings themselves decode back from the stored ids, character for character.
+    ids = np.asarray(CorpusSplit.open(tmp_path / "out", "train").contexts)[:, 1:].ravel()
+    decoded = tokenizer.decode(ids[ids != sep].tolist())
+    assert "<|endoftext|>" in decoded and "<|im_start|>user" in decoded and "\x00" in decoded

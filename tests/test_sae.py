@@ -239,3 +239,33 @@ def test_killed_training_resumes_to_the_same_result(tmp_path: Path) -> None:
     uninterrupted = torch.load(str(fresh) + ".final", weights_only=True)
     for name in uninterrupted:
         torch.testing.assert_close(resumed[name], uninterrupted[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_checkpoint_resumes_only_on_the_data_and_params_it_was_bound_to(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The stage binds a checkpoint to the store's manifest hash and the params hash: one written
+    for other data is ignored (training starts afresh, as the uninterrupted run), never resumed."""
+    import logging
+
+    _, x = planted(n=3000)
+    cfg = TrainConfig(n_latents=64, **{**PLANTED_CFG, "checkpoint_every": 5})
+    ckpt = tmp_path / "checkpoint.pt"
+    fresh = train_sae(cfg, TensorSource(x), checkpoint=ckpt, progress=False, binding={"store": "a"})
+    assert torch.load(ckpt, weights_only=True)["step"] > 0  # the last checkpoint before the end stays
+    caplog.set_level(logging.INFO, logger="saeatlas.sae.train")
+    other = train_sae(cfg, TensorSource(x), checkpoint=ckpt, progress=False, binding={"store": "b"})
+    assert "written for other data or params" in caplog.text and "resuming" not in caplog.text
+    assert other.summary["steps"] == fresh.summary["steps"]
+    torch.testing.assert_close(other.sae.decoder, fresh.sae.decoder)
+    caplog.clear()
+    train_sae(cfg, TensorSource(x), checkpoint=ckpt, progress=False, binding={"store": "b"})
+    assert "resuming from" in caplog.text  # the same binding does resume
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step() -> None:
+    from saeatlas.sae.train import TrainingDiverged
+
+    _, x = planted(n=3000)
+    cfg = TrainConfig(n_latents=64, **{**PLANTED_CFG, "lr": float("inf")})
+    with pytest.raises(TrainingDiverged, match=r"the loss is nan at step 2 .*sae\.lr"):
+        train_sae(cfg, TensorSource(x), progress=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -66,8 +67,58 @@ def test_importer_refuses_what_it_cannot_represent(tmp_path: Path) -> None:
     export_sae(build("topk", 8, 64, k=4), tmp_path, 1.0, {})
     cfg = json.loads((tmp_path / "cfg.json").read_text())
     (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "architecture": "jumprelu"}))
-    with pytest.raises(StoreError, match="architecture 'jumprelu' is not supported"):
+    with pytest.raises(StoreError, match="architecture: 'jumprelu' is not supported"):
         load_sae(tmp_path)
     (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "normalize_activations": "layer_norm"}))
-    with pytest.raises(StoreError, match="normalize_activations='layer_norm'"):
+    with pytest.raises(StoreError, match="normalize_activations: 'layer_norm'"):
         load_sae(tmp_path)
+
+
+def _without(cfg: dict, key: str) -> dict:
+    return {k: v for k, v in cfg.items() if k != key}
+
+
+# (what is done to cfg.json, what is done to the weights, the file and field the error must name)
+DAMAGED = {
+    "cfg not JSON": (lambda c: "{d_in: 8", None, "cfg.json: not valid JSON"),
+    "cfg a list": (lambda c: [c], None, "cfg.json: must be a JSON object, got list"),
+    "no architecture": (lambda c: _without(c, "architecture"), None, "cfg.json: architecture: required key"),
+    "no d_in": (lambda c: _without(c, "d_in"), None, "cfg.json: d_in: required key is missing"),
+    "no k": (lambda c: _without(c, "k"), None, "cfg.json: k: required key is missing"),
+    "k > d_sae": (lambda c: {**c, "k": 65}, None, "cfg.json: k: 65 is larger than d_sae 64"),
+    "d_sae a string": (lambda c: {**c, "d_sae": "64"}, None, "cfg.json: d_sae: must be a positive integer"),
+    "truncated weights": (None, lambda p: p.write_bytes(p.read_bytes()[:-40]), "sae_weights.safetensors: not a readable"),
+    "not safetensors": (None, lambda p: p.write_bytes(b"\x80\x04pickle"), "sae_weights.safetensors: not a readable"),
+    "NaN weights": (None, {"W_dec": lambda t: t.index_fill(0, torch.tensor([3]), float("nan"))},
+                    "W_dec holds 8 non-finite value"),
+    "int64 bias": (None, {"b_enc": lambda t: t.long()}, "b_enc has dtype torch.int64"),
+    "wrong shape": (None, {"W_enc": lambda t: t[:, :32].contiguous()}, "W_enc has shape (8, 32), cfg.json implies (8, 64)"),
+    "extra tensor": (None, {"threshold": lambda t: torch.zeros(64)}, "unexpected ['threshold']"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED))
+def test_a_damaged_sae_folder_is_an_error_naming_the_file_and_field(tmp_path: Path, case: str) -> None:
+    """Each of these used to load silently (a TopK SAE as ReLU without k, NaN or int weights) or
+    crash with a raw SafetensorError/KeyError that named no file; the CLI exits 2 on StoreError."""
+    from safetensors.torch import load_file, save_file
+
+    from saeatlas.sae.model import build
+
+    export_sae(build("topk", 8, 64, k=4), tmp_path, 1.0, {})
+    edit_cfg, edit_weights, message = DAMAGED[case]
+    if edit_cfg is not None:
+        cfg = json.loads((tmp_path / "cfg.json").read_text())
+        edited = edit_cfg(cfg)
+        (tmp_path / "cfg.json").write_text(edited if isinstance(edited, str) else json.dumps(edited))
+    weights = tmp_path / "sae_weights.safetensors"
+    if callable(edit_weights):
+        edit_weights(weights)
+    elif edit_weights is not None:
+        tensors = load_file(str(weights))
+        for name, change in edit_weights.items():
+            tensors[name] = change(tensors.get(name, torch.zeros(1)))
+        save_file(tensors, str(weights))
+    with pytest.raises(StoreError, match=re.escape(message)) as err:
+        load_sae(tmp_path)
+    assert str(tmp_path) in str(err.value)

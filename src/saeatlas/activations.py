@@ -41,7 +41,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from saeatlas.artifacts import ManifestBacked, fsync_dir, read_manifest, sha256_file, write_json_atomic
+from saeatlas.artifacts import ManifestBacked, check_npy, fsync_dir, read_manifest, sha256_file, write_json_atomic
 from saeatlas.config import ActivationParams
 from saeatlas.corpus import CorpusSplit
 from saeatlas.errors import StoreError
@@ -283,27 +283,35 @@ class ActivationStore(ManifestBacked):
 
     path: Path
     manifest: dict[str, Any]
+    MANIFEST_NAME = MANIFEST
 
     @classmethod
-    def open(cls, path: str | Path, verify: bool = False) -> "ActivationStore":
+    def open(cls, path: str | Path, verify: bool = True) -> "ActivationStore":
+        """Open a complete store. Every file's size, shape and dtype are checked against the
+        manifest; with ``verify`` (the default) every file's sha256 too, once per process."""
         path = Path(path)
         manifest = read_manifest(path, MANIFEST, FORMAT, "not an activation store (run the activations stage)")
         if not manifest.get("complete"):
-            raise StoreError(f"{path}: store is incomplete ({len(manifest['shards'])} shards written)")
+            raise StoreError(f"{path}: store is incomplete ({len(manifest.get('shards', []))} shards written)")
         store = cls(path, manifest)
-        for shard in manifest["shards"]:
-            if not (path / shard["file"]).is_file():
-                raise StoreError(f"{path}: {shard['file']} is listed in the manifest but missing")
+        store.check_files()
         if verify:
-            store.verify()
+            store.verify(once=True)
         return store
 
-    def verify(self) -> None:
-        """Check every file against the checksum in the manifest."""
-        expected = {s["file"]: s["sha256"] for s in self.manifest["shards"]} | self.manifest["files"]
-        for name, sha in progress_bar(sorted(expected.items()), desc="verify store", unit="file"):
-            if sha256_file(self.path / name) != sha:
-                raise StoreError(f"{self.path / name}: checksum does not match the manifest")
+    @property
+    def root(self) -> Path:
+        return self.path
+
+    def checksums(self) -> dict[str, str]:
+        return {s["file"]: s["sha256"] for s in self.manifest["shards"]} | self.manifest["files"]
+
+    def check_files(self) -> None:
+        """Sizes, shapes and dtypes of every shard and column, from the manifest (no data read)."""
+        for shard in self.manifest["shards"]:
+            check_npy(self.path / shard["file"], (shard["rows"], self.d_model), NP_DTYPES[self.manifest["dtype"]])
+        for name in self.manifest["files"]:
+            check_npy(self.path / name, (self.n_tokens,), np.float32 if name == "norms.npy" else np.int32)
 
     @property
     def d_model(self) -> int:

@@ -75,8 +75,19 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """JSON with sorted keys and no timestamps, so identical content gives identical bytes."""
-    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    """Strict JSON with sorted keys and no timestamps, so identical content gives identical bytes.
+
+    A NaN or infinity is refused (an error naming the file and the key) rather than written as
+    ``NaN``, which is not JSON: DVC, MLflow and browsers would fail on the file later, or a stage
+    would exit 0 having measured nothing."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError as exc:
+        from saeatlas.config import non_finite_errors
+        from saeatlas.errors import OutputError
+
+        where = "; ".join(non_finite_errors(obj)) or str(exc)
+        raise OutputError(f"{path}: refusing to write a non-finite number ({where})") from exc
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
@@ -102,14 +113,80 @@ def write_csv_atomic(path: Path, rows: list[dict[str, Any]], columns: tuple[str,
     write_bytes_atomic(path, buf.getvalue().encode())
 
 
+# (resolved directory, sha256 of its manifest) of every store this process has checksummed: a
+# store is hashed once per process however often it is opened, and again if its manifest changes.
+_VERIFIED: set[tuple[str, str]] = set()
+
+
+def check_npy(path: Path, shape: tuple[int, ...] | None = None, dtype: Any = None) -> tuple[int, ...]:
+    """Check that ``path`` is a whole ``.npy`` file: its header parses, its size is exactly header +
+    data (a truncated or padded file is caught without reading the data), and its shape and dtype
+    are the expected ones. Returns the shape. A StoreError names the file and what is wrong."""
+    from saeatlas.errors import StoreError
+
+    if not path.is_file():
+        raise StoreError(f"{path}: listed in the manifest but missing")
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            found_shape, fortran, found_dtype = read_header(fh)
+            data_start = fh.tell()
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise StoreError(f"{path}: not a readable .npy file ({exc})") from exc
+    if found_dtype.hasobject:
+        raise StoreError(f"{path}: holds Python objects; refusing to read it")
+    expected = data_start + int(np.prod(found_shape, dtype=np.int64)) * found_dtype.itemsize
+    size = path.stat().st_size
+    if size != expected:
+        raise StoreError(f"{path}: {size} bytes, its header {tuple(found_shape)} {found_dtype} needs {expected} "
+                         f"({'truncated' if size < expected else 'trailing data'})")
+    if shape is not None and tuple(found_shape) != tuple(shape):
+        raise StoreError(f"{path}: shape {tuple(found_shape)}, the manifest says {tuple(shape)}")
+    if dtype is not None and found_dtype != np.dtype(dtype):
+        raise StoreError(f"{path}: dtype {found_dtype}, the manifest says {np.dtype(dtype)}")
+    return tuple(found_shape)
+
+
 class ManifestBacked:
-    """An on-disk store described by a JSON manifest (activation store, code store)."""
+    """An on-disk store described by a JSON manifest (activation store, code store).
+
+    A store checks itself when opened: every file's size always (cheap, and catches truncation
+    with the file named), and every file's sha256 against the manifest once per process
+    (``verify``): a flipped byte would otherwise flow silently into NaN losses or wrong metrics.
+    """
 
     manifest: dict[str, Any]
+    MANIFEST_NAME = ""
 
     @property
     def n_tokens(self) -> int:
         return int(self.manifest["n_tokens"])
+
+    @property
+    def root(self) -> Path:
+        raise NotImplementedError
+
+    def checksums(self) -> dict[str, str]:
+        """``{file name: sha256}`` of every data file the manifest vouches for."""
+        raise NotImplementedError
+
+    def verify(self, once: bool = False) -> None:
+        """Check every file against the sha256 in the manifest (StoreError naming the first file
+        that differs). ``once``: skip if this process has already verified this manifest."""
+        from saeatlas.errors import StoreError
+        from saeatlas.progress import bar as progress_bar
+
+        key = (str(self.root.resolve()), sha256_file(self.root / self.MANIFEST_NAME))
+        if once and key in _VERIFIED:
+            return
+        expected = self.checksums()
+        for name, sha in progress_bar(sorted(expected.items()), desc=f"verify {self.root.name}", unit="file"):
+            if sha256_file(self.root / name) != sha:
+                raise StoreError(f"{self.root / name}: checksum does not match {self.MANIFEST_NAME} "
+                                 f"(the file is damaged or was changed; re-run the stage that wrote it)")
+        _VERIFIED.add(key)
 
 
 def read_manifest(directory: Path, name: str, fmt: str, missing: str) -> dict[str, Any]:

@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=".", metavar="DIR", help="the project root (default: .)")
     p.add_argument("--log-file", help=argparse.SUPPRESS)
     p.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
+    text = ("Check a results tree against the checksums its stages recorded: activation and code stores, "
+            "corpus arrays, model weights, SAE folders, strict JSON. Exits 2 naming each damaged file.")
+    p = sub.add_parser("verify", help=text, description=text)
+    p.add_argument("results", nargs="?", default="results", help="the results directory (default: results)")
+    p.add_argument("--log-file", metavar="FILE", help="also write the log to FILE")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     text = ("Record in DVC (dvc commit) every stage whose outputs exist, after a Snakemake run, so that "
             "`dvc status` and `dvc exp run` see what Snakemake built.")
     p = sub.add_parser("dvc-adopt", help=text, description=text)
@@ -111,6 +118,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                     "is out of date; run `python -m saeatlas generate`" if args.check else "written")
         return 1 if (args.check and stale) else 0
 
+    if args.command == "verify":
+        from saeatlas.verify import verify_tree
+
+        _run_options(args)
+        verify_tree(Path(args.results))
+        return 0
     params = config.load(args.params)
     _run_options(args)
     if args.command == "validate":

@@ -11,9 +11,9 @@ Layout of a code directory:
 - ``code_values.npy`` float32 [N, width]: their activations (0 = unused slot, or a row the SAE
   was not applied to: the massive-activation outliers, see ``activations.py``);
 - ``decoder.npy`` float32 [n, d]: the SAE's decoder rows, so the analyses need only this folder;
-- ``codes.json``: n_latents, n_tokens, width, and how many active latents did not fit
-  (only for architectures without a fixed k).
-Files are written under ``*.partial`` names and renamed once complete.
+- ``codes.json``: n_latents, n_tokens, width, how many active latents did not fit (only for
+  architectures without a fixed k), and the sha256 of every file (checked once per process on open).
+Files are written under ``*.partial`` names and renamed once complete; the manifest comes last.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from saeatlas.artifacts import ManifestBacked, fsync_dir, read_manifest, write_json_atomic
+from saeatlas.artifacts import (ManifestBacked, check_npy, fsync_dir, read_manifest, sha256_file, write_json_atomic,
+                                write_npy_atomic)
 from saeatlas.errors import StoreError
 
 INDICES = "code_indices.npy"
@@ -67,16 +68,26 @@ class CodeWriter:
             self._values[sl, m:] = 0.0
         self.row += rows
 
-    def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def finish(self, extra: dict[str, Any] | None = None, decoder: np.ndarray | None = None) -> dict[str, Any]:
+        """Publish the arrays (and the SAE's ``decoder`` rows beside them), then the manifest
+        with every file's sha256: the manifest is written last, so it never vouches for a file
+        that is not whole."""
         if self.row != self.n_tokens:
             raise StoreError(f"{self.directory}: {self.row} rows written, {self.n_tokens} announced")
         for arr in (self._indices, self._values):
             arr.flush()
         del self._indices, self._values
         for name in (INDICES, VALUES):
+            with open(self.directory / (name + ".partial"), "rb+") as fh:
+                os.fsync(fh.fileno())
             os.replace(self.directory / (name + ".partial"), self.directory / name)
+        if decoder is not None:
+            write_npy_atomic(self.directory / DECODER, np.asarray(decoder, dtype=np.float32))
+        files = {name: sha256_file(self.directory / name) for name in (INDICES, VALUES, DECODER)
+                 if (self.directory / name).is_file()}
         manifest = {"format": FORMAT, "n_tokens": self.n_tokens, "width": self.width,
-                    "n_latents": self.n_latents, "truncated_activations": self.truncated, **(extra or {})}
+                    "n_latents": self.n_latents, "truncated_activations": self.truncated,
+                    "files": files, **(extra or {})}
         write_json_atomic(self.directory / MANIFEST, manifest)
         fsync_dir(self.directory)
         return manifest
@@ -91,16 +102,34 @@ class SparseCodes(ManifestBacked):
     indices: np.ndarray  # int32 [N, width], memmap
     values: np.ndarray  # float32 [N, width], memmap
 
+    MANIFEST_NAME = MANIFEST
+
     @classmethod
-    def open(cls, directory: str | Path) -> "SparseCodes":
+    def open(cls, directory: str | Path, verify: bool = True) -> "SparseCodes":
+        """Open a code store: file sizes, shapes and dtypes checked against the manifest, and with
+        ``verify`` (the default) every file's sha256, once per process."""
         directory = Path(directory)
         manifest = read_manifest(directory, MANIFEST, FORMAT, "run the features stage first")
-        indices = np.load(directory / INDICES, mmap_mode="r")
-        values = np.load(directory / VALUES, mmap_mode="r")
+        if not isinstance(manifest.get("files"), dict):
+            raise StoreError(f"{directory / MANIFEST}: lists no checksums (written by an older saeatlas); "
+                             "re-run the features stage")
         shape = (manifest["n_tokens"], manifest["width"])
-        if indices.shape != shape or values.shape != shape:
-            raise StoreError(f"{directory}: arrays {indices.shape}/{values.shape} disagree with {MANIFEST} {shape}")
-        return cls(directory, manifest, indices, values)
+        check_npy(directory / INDICES, shape, np.int32)
+        check_npy(directory / VALUES, shape, np.float32)
+        if (directory / DECODER).is_file():
+            check_npy(directory / DECODER, None, np.float32)
+        store = cls(directory, manifest, np.load(directory / INDICES, mmap_mode="r"),
+                    np.load(directory / VALUES, mmap_mode="r"))
+        if verify:
+            store.verify(once=True)
+        return store
+
+    @property
+    def root(self) -> Path:
+        return self.directory
+
+    def checksums(self) -> dict[str, str]:
+        return dict(self.manifest["files"])
 
     @property
     def n_latents(self) -> int:

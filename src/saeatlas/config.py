@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -253,14 +254,28 @@ def _fill_defaults(node: Any, schema: Mapping[str, Any]) -> Any:
     return node
 
 
+def non_finite_errors(node: Any, parts: tuple[Any, ...] = ()) -> list[str]:
+    """``key: must be a finite number`` for every inf or NaN in ``node``. JSON Schema's ``number``
+    admits YAML's ``.inf`` and ``.nan``, and neither makes sense for any parameter: ``sae.lr: .inf``
+    would train to all-NaN weights and exit 0."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"{key_path(parts)}: must be a finite number, got {node!r}"]
+    if isinstance(node, dict):
+        return [e for key, value in node.items() for e in non_finite_errors(value, (*parts, key))]
+    if isinstance(node, list):
+        return [e for i, value in enumerate(node) for e in non_finite_errors(value, (*parts, i))]
+    return []
+
+
 def schema_errors(raw: Any, schema: Mapping[str, Any] | None = None) -> list[str]:
-    """Every schema violation in ``raw`` as ``key.path: explanation`` lines."""
+    """Every schema violation in ``raw`` as ``key.path: explanation`` lines (non-finite numbers
+    included)."""
     from jsonschema import Draft202012Validator
 
     schema = schema or load_schema()
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(raw), key=lambda e: key_path(e.absolute_path))
-    return [line for e in errors for line in _describe(e)]
+    return non_finite_errors(raw) + [line for e in errors for line in _describe(e)]
 
 
 def _semantic_errors(raw: Mapping[str, Any]) -> list[str]:
@@ -287,6 +302,12 @@ def _semantic_errors(raw: Mapping[str, Any]) -> list[str]:
     k = raw["sae"]["k"]
     if sizes and k >= min(sizes):
         errs.append(f"sae.k: must be smaller than the smallest dictionary size {min(sizes)}, got {k}")
+    if sizes and raw["sae"]["architecture"] == "topk" and raw["sae"]["auxk_k"] > min(sizes):
+        errs.append(f"sae.auxk_k: must be at most the smallest dictionary size {min(sizes)} (AuxK picks "
+                    f"that many dead latents), got {raw['sae']['auxk_k']}")
+    if raw["sae"]["batch_size"] > raw["corpus"]["train_tokens"]:
+        errs.append(f"sae.batch_size: one batch would need more rows than corpus.train_tokens "
+                    f"({raw['corpus']['train_tokens']}), got {raw['sae']['batch_size']}")
     n_eval = raw["corpus"]["eval_tokens"] // raw["corpus"]["context_length"]
     if raw["evaluate"]["ce_contexts"] > n_eval:
         errs.append(f"evaluate.ce_contexts: the evaluation split has only {n_eval} contexts "

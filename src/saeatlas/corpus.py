@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,6 +37,7 @@ from saeatlas.artifacts import sha256_file, write_bytes_atomic, write_json_atomi
 from saeatlas.config import CorpusParams, SourceParams
 from saeatlas.errors import CorpusError
 from saeatlas.sources import Document, SkipCounter, iter_documents, provenance
+from saeatlas.tokenise import PATTERNS, count_text, encode_texts, special_strings
 from saeatlas.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -89,9 +91,9 @@ def _shuffled_docs(src: SourceParams, cfg: CorpusParams, skips: SkipCounter, ind
 
 def _tokenise_stream(docs: Iterator[Document], tokenizer: Any) -> Iterator[TokenisedDoc]:
     while batch := list(itertools.islice(docs, TOKENIZE_BATCH)):
-        enc = tokenizer([d.text for d in batch], add_special_tokens=False)["input_ids"]
+        enc = encode_texts(tokenizer, [d.text for d in batch], [d.title for d in batch])
         for doc, ids in zip(batch, enc):
-            yield TokenisedDoc(doc, np.asarray(ids, dtype=np.int32))
+            yield TokenisedDoc(doc, ids)
 
 
 def take_from_source(
@@ -221,6 +223,8 @@ def build_corpus(cfg: CorpusParams, tokenizer: Any, out_dir: Path) -> dict[str, 
     (out_dir / "manifest.json").unlink(missing_ok=True)
     documents: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {}
+    specials = special_strings(tokenizer)
+    text_counts: Counter = Counter()
     for split_i, split in enumerate(SPLITS):
         rng = np.random.default_rng([cfg.seed, 1000 + split_i])
         items = per_split[split]
@@ -235,6 +239,7 @@ def build_corpus(cfg: CorpusParams, tokenizer: Any, out_dir: Path) -> dict[str, 
                 "truncated_from": td.truncated_from,
             })
             numbered.append((doc_id, td))
+            text_counts.update(count_text(td.doc.text, specials))
         contexts, doc_ids, dropped = pack(numbered, n_ctx[split], positions, bos, sep)
         write_npy_atomic(out_dir / f"{split}_contexts.npy", contexts)
         write_npy_atomic(out_dir / f"{split}_doc_ids.npy", doc_ids)
@@ -255,12 +260,7 @@ def build_corpus(cfg: CorpusParams, tokenizer: Any, out_dir: Path) -> dict[str, 
                        "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in documents).encode("utf-8"))
 
     metrics["documents.truncated"] = sum(1 for d in documents if d["truncated_from"] is not None)
-    metrics["skipped.total"] = int(sum(skips.values()))
-    for reason, count in sorted(skips.items()):
-        metrics[f"skipped.{reason}"] = int(count)
-    if skips:
-        log.warning("skipped %d documents: %s", sum(skips.values()), dict(skips))
-
+    counted = _input_counts(skips, text_counts, metrics)
     manifest = {
         "context_length": cfg.context_length,
         "positions_per_context": positions,
@@ -272,9 +272,27 @@ def build_corpus(cfg: CorpusParams, tokenizer: Any, out_dir: Path) -> dict[str, 
              **provenance(s)} for s in cfg.sources
         ],
         "files": {p.name: sha256_file(p) for p in sorted(out_dir.glob("*.npy"))},
+        "special_tokens_in_text": "encoded as text (split_special_tokens)",
+        "text_counts": counted,
     }
     write_json_atomic(out_dir / "manifest.json", manifest)
     return metrics
+
+
+def _input_counts(skips: SkipCounter, text_counts: Counter, metrics: dict[str, Any]) -> dict[str, int]:
+    """Skipped documents and the invisible characters of the text taken, into ``metrics``, logged.
+    The text counts are over the whole text of every document taken (a cut document's tail too)."""
+    metrics["skipped.total"] = int(sum(skips.values()))
+    for reason, count in sorted(skips.items()):
+        metrics[f"skipped.{reason}"] = int(count)
+    if skips:
+        log.warning("skipped %d documents: %s", sum(skips.values()), dict(skips))
+    counted = {name: int(text_counts[name]) for name in (*PATTERNS, "special_token_strings")}
+    metrics.update({f"text.{name}": count for name, count in counted.items()})
+    if any(counted.values()):
+        log.warning("the corpus text holds %s (kept as text; special-token strings encoded as ordinary "
+                    "tokens, not as special ids)", {k: v for k, v in counted.items() if v})
+    return counted
 
 
 @dataclass(frozen=True)

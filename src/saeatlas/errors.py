@@ -22,3 +22,7 @@ class ModelError(SaeAtlasError):
 
 class StoreError(SaeAtlasError):
     """An activation store is incomplete, corrupted or does not match its manifest."""
+
+
+class OutputError(SaeAtlasError):
+    """A stage computed a value it must not publish (NaN or infinity in its metrics)."""

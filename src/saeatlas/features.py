@@ -49,7 +49,8 @@ KINDS = ("top", "quantile")
 @torch.no_grad()
 def encode_store(sae: SAE, store: ActivationStore, directory: Path, batch_size: int, max_active: int,
                  device: torch.device, progress: bool = True) -> SparseCodes:
-    """Encode every row of ``store`` (raw activations; the SAE maps raw space) into ``directory``."""
+    """Encode every row of ``store`` (raw activations; the SAE maps raw space) into ``directory``,
+    with the SAE's decoder rows beside the codes."""
     width = int(getattr(sae, "k", max_active))
     writer = CodeWriter(directory, store.n_tokens, width, sae.n_latents)
     bar = progress_bar(total=store.n_tokens, desc=f"encode n={sae.n_latents}", show=progress, unit="tok",
@@ -64,7 +65,7 @@ def encode_store(sae: SAE, store: ActivationStore, directory: Path, batch_size: 
         start += x.shape[0]
         bar.update(x.shape[0])
     bar.close()
-    writer.finish({"ordinary_tokens": int(store.ordinary_mask().sum())})
+    writer.finish({"ordinary_tokens": int(store.ordinary_mask().sum())}, sae.decoder.detach().cpu().numpy())
     return SparseCodes.open(directory)
 
 

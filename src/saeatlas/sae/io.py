@@ -66,38 +66,83 @@ def export_sae(sae: SAE, directory: Path, scale: float, metadata: dict[str, Any]
     return cfg
 
 
+def _read_cfg(path: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise StoreError(f"{path}: must be a JSON object, got {type(cfg).__name__}")
+    return cfg
+
+
+def _positive_int(cfg: dict[str, Any], key: str, path: Path) -> int:
+    if key not in cfg:
+        raise StoreError(f"{path}: {key}: required key is missing")
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StoreError(f"{path}: {key}: must be a positive integer, got {value!r}")
+    return value
+
+
+def _read_tensors(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """The four weight tensors, each checked: present, no others, the shape ``cfg.json`` implies,
+    a floating dtype, finite values. safetensors never unpickles; a damaged file is an error
+    naming it."""
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: all mean a bad file
+        raise StoreError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from exc
+    missing, extra = set(expected) - set(tensors), set(tensors) - set(expected)
+    if missing or extra:
+        raise StoreError(f"{path}: tensors must be exactly {sorted(expected)}; "
+                         f"missing {sorted(missing)}, unexpected {sorted(extra)}")
+    for name, shape in expected.items():
+        tensor = tensors[name]
+        if tuple(tensor.shape) != shape:
+            raise StoreError(f"{path}: {name} has shape {tuple(tensor.shape)}, cfg.json implies {shape}")
+        if not tensor.is_floating_point():
+            raise StoreError(f"{path}: {name} has dtype {tensor.dtype}; weights must be floating point")
+        if not torch.isfinite(tensor).all():
+            raise StoreError(f"{path}: {name} holds {int((~torch.isfinite(tensor)).sum())} non-finite value(s)")
+    return tensors
+
+
 def load_sae(directory: str | Path, device: str | torch.device = "cpu") -> tuple[SAE, dict[str, Any]]:
     """Read a SAELens-format folder (ours or a published one) into this project's model.
 
-    The result maps raw activations (scale 1). Architectures other than TopK and standard
-    (ReLU), and input normalisations other than ``none``, are refused with the key named.
+    The result maps raw activations (scale 1). Every problem is a StoreError naming the file and
+    the field: ``architecture`` is required (a missing one must not silently turn a TopK SAE into
+    a ReLU one), as are ``d_in``, ``d_sae`` and, for TopK, ``k`` (1 <= k <= d_sae); architectures
+    other than TopK and standard (ReLU) and input normalisations other than ``none`` are refused.
     """
     directory = Path(directory)
     cfg_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for path in (cfg_path, weights_path):
         if not path.is_file():
             raise StoreError(f"{directory}: not a SAELens SAE folder ({path.name} is missing)")
-    cfg = json.loads(cfg_path.read_text())
-    arch = cfg.get("architecture", "standard")
+    cfg = _read_cfg(cfg_path)
+    if "architecture" not in cfg:
+        raise StoreError(f"{cfg_path}: architecture: required key is missing (one of {sorted(_FROM_SAELENS)})")
+    arch = cfg["architecture"]
     if arch not in _FROM_SAELENS:
-        raise StoreError(f"{cfg_path}: architecture {arch!r} is not supported "
+        raise StoreError(f"{cfg_path}: architecture: {arch!r} is not supported "
                          f"(supported: {sorted(_FROM_SAELENS)})")
     if cfg.get("normalize_activations", "none") != "none":
-        raise StoreError(f"{cfg_path}: normalize_activations={cfg['normalize_activations']!r} is not "
+        raise StoreError(f"{cfg_path}: normalize_activations: {cfg['normalize_activations']!r} is not "
                          "supported; fold the normalisation into the weights first")
-    tensors = load_file(str(weights_path))
-    missing = {"W_enc", "b_enc", "W_dec", "b_dec"} - set(tensors)
-    if missing:
-        raise StoreError(f"{weights_path}: missing tensors {sorted(missing)}")
-    d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
-    options: dict[str, Any] = {"apply_b_dec_to_input": bool(cfg.get("apply_b_dec_to_input", True))}
+    d_in, d_sae = _positive_int(cfg, "d_in", cfg_path), _positive_int(cfg, "d_sae", cfg_path)
+    apply_b_dec = cfg.get("apply_b_dec_to_input", True)
+    if not isinstance(apply_b_dec, bool):
+        raise StoreError(f"{cfg_path}: apply_b_dec_to_input: must be true or false, got {apply_b_dec!r}")
+    options: dict[str, Any] = {"apply_b_dec_to_input": apply_b_dec}
     if arch == "topk":
-        options["k"] = int(cfg["k"])
-    sae = build(_FROM_SAELENS[arch], d_in, d_sae, **options)
+        options["k"] = _positive_int(cfg, "k", cfg_path)
+        if options["k"] > d_sae:
+            raise StoreError(f"{cfg_path}: k: {options['k']} is larger than d_sae {d_sae}")
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
-    for name, shape in expected.items():
-        if tuple(tensors[name].shape) != shape:
-            raise StoreError(f"{weights_path}: {name} has shape {tuple(tensors[name].shape)}, cfg.json says {shape}")
+    tensors = _read_tensors(weights_path, expected)
+    sae = build(_FROM_SAELENS[arch], d_in, d_sae, **options)
     with torch.no_grad():
         sae.encoder.copy_(tensors["W_enc"].t().float())
         sae.b_enc.copy_(tensors["b_enc"].float())

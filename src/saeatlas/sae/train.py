@@ -21,10 +21,15 @@ import torch
 
 from saeatlas.artifacts import write_bytes_atomic
 from saeatlas.config import schema_defaults
+from saeatlas.errors import SaeAtlasError
 from saeatlas.sae.model import SAE, Losses, build
 from saeatlas.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(SaeAtlasError):
+    """The loss became NaN or infinite: every later step would be garbage, so none is taken."""
 
 
 # The defaults of the params.yaml keys are the schema's (``sae:`` section): one home for them.
@@ -155,21 +160,33 @@ class TrainResult:
 CURVE_COLUMNS = ("step", "tokens", "epoch", "lr", "loss", "fvu", "aux", "l0", "dead_fraction", "seconds")
 
 
-def _save_checkpoint(path: Path, cfg: TrainConfig, sae: SAE, opt: torch.optim.Optimizer, state: TrainState) -> None:
+def _save_checkpoint(path: Path, cfg: TrainConfig, binding: dict[str, str], sae: SAE,
+                     opt: torch.optim.Optimizer, state: TrainState) -> None:
     buf = io.BytesIO()
-    torch.save({"config": asdict(cfg), "sae": sae.state_dict(), "optimizer": opt.state_dict(),
+    torch.save({"config": asdict(cfg), "binding": binding, "sae": sae.state_dict(), "optimizer": opt.state_dict(),
                 "step": state.step, "tokens": state.tokens, "seconds": state.seconds,
                 "since_fired": state.since_fired, "rows": state.rows}, buf)
     write_bytes_atomic(path, buf.getvalue())  # tmp + fsync + rename: never a torn checkpoint
 
 
-def _load_checkpoint(path: Path, cfg: TrainConfig, sae: SAE, opt: torch.optim.Optimizer,
-                     device: torch.device) -> TrainState | None:
+def _load_checkpoint(path: Path, cfg: TrainConfig, binding: dict[str, str], sae: SAE,
+                     opt: torch.optim.Optimizer, device: torch.device) -> TrainState | None:
+    """The state saved in ``path`` if it was written with the same training settings *and* the
+    same ``binding`` (the data it trained on and the params), else None: a checkpoint resumed on
+    another store would skip the steps it believes done and export stale weights."""
     if not path.is_file():
         return None
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    if ckpt["config"] != asdict(cfg):
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is only a lost head start
+        log.warning("ignoring checkpoint %s: unreadable (%s)", path, exc)
+        return None
+    if not isinstance(ckpt, dict) or ckpt.get("config") != asdict(cfg):
         log.warning("ignoring checkpoint %s: it was written with other training settings", path)
+        return None
+    if ckpt.get("binding") != binding:
+        log.warning("ignoring checkpoint %s: it was written for other data or params (%s, now %s)",
+                    path, ckpt.get("binding"), binding)
         return None
     sae.load_state_dict(ckpt["sae"])
     opt.load_state_dict(ckpt["optimizer"])
@@ -200,10 +217,11 @@ def training_step(sae: SAE, opt: torch.optim.Optimizer, x: torch.Tensor, dead: t
 
 
 def _initial_state(cfg: TrainConfig, source: BatchSource, sae: SAE, opt: torch.optim.Optimizer,
-                   checkpoint: Path | None, initial: SAE | None, device: torch.device) -> TrainState:
-    """The checkpoint's state if it matches ``cfg``, else step 0 with ``b_dec`` initialised from the
-    first batch (kept as it is for given ``initial`` weights)."""
-    state = _load_checkpoint(checkpoint, cfg, sae, opt, device) if checkpoint else None
+                   checkpoint: Path | None, binding: dict[str, str], initial: SAE | None,
+                   device: torch.device) -> TrainState:
+    """The checkpoint's state if it matches ``cfg`` and ``binding``, else step 0 with ``b_dec``
+    initialised from the first batch (kept as it is for given ``initial`` weights)."""
+    state = _load_checkpoint(checkpoint, cfg, binding, sae, opt, device) if checkpoint else None
     if state is None:
         state = TrainState(since_fired=torch.zeros(cfg.n_latents, dtype=torch.int64, device=device), rows=[])
         first = next(source.minibatches(cfg.batch_size, cfg.seed, 0, device=device,
@@ -229,8 +247,13 @@ def _count_firing(state: TrainState, out: Losses, rows: int, n_latents: int, dev
     state.since_fired[fired] = 0
     state.step += 1
     state.tokens += rows
-    return torch.tensor([float(out.loss.detach()), float(out.fvu), float(out.aux), float(active.sum()) / rows],
-                        dtype=torch.float64)
+    loss = float(out.loss.detach())
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"SAE n={n_latents}: the loss is {loss} at step {state.step} (after {state.tokens} tokens); "
+            f"training stopped. Likely sae.lr is too high for this width, or the activations are not "
+            f"finite (run `python -m saeatlas verify`)")
+    return torch.tensor([loss, float(out.fvu), float(out.aux), float(active.sum()) / rows], dtype=torch.float64)
 
 
 def _curve_row(state: TrainState, epoch: int, step_lr: float, mean: list[float], dead: torch.Tensor) -> dict[str, float]:
@@ -253,8 +276,13 @@ def _summary(cfg: TrainConfig, state: TrainState, lr: float) -> dict[str, float]
 
 def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device = "cpu",
               checkpoint: Path | None = None, on_log: Callable[[dict[str, float]], None] | None = None,
-              progress: bool = True, initial: SAE | None = None) -> TrainResult:
+              progress: bool = True, initial: SAE | None = None,
+              binding: dict[str, str] | None = None) -> TrainResult:
     """Train one SAE; resumable from ``checkpoint`` (written every ``cfg.checkpoint_every`` steps).
+
+    ``binding`` names what the checkpoint must have been written for besides ``cfg`` (the stage
+    passes the activation store's manifest hash and the params hash); a checkpoint bound to
+    anything else is ignored and training starts afresh.
 
     ``initial`` starts from given weights (e.g. to continue an imported SAE) instead of the
     seeded initialisation; ``b_dec`` is then kept as it is.
@@ -270,7 +298,8 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
     total = per_epoch * cfg.epochs
     if total == 0:
         raise ValueError(f"the activation store has fewer rows than one batch ({cfg.batch_size})")
-    state = _initial_state(cfg, source, sae, opt, checkpoint, initial, device)
+    binding = dict(binding or {})
+    state = _initial_state(cfg, source, sae, opt, checkpoint, binding, initial, device)
     assert state.since_fired is not None and state.rows is not None
 
     sums = torch.zeros(4, dtype=torch.float64)  # loss, fvu, aux, l0 since the last curve row
@@ -305,7 +334,7 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
                         on_log(row)
                 if checkpoint and state.step % cfg.checkpoint_every == 0 and state.step < total:
                     state.seconds = time.perf_counter() - t_start
-                    _save_checkpoint(checkpoint, cfg, sae, opt, state)
+                    _save_checkpoint(checkpoint, cfg, binding, sae, opt, state)
     finally:
         bar.close()
         sae.drop_scratch()

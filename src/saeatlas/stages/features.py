@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from saeatlas.adapters import model_dir, path, sae_dir, stage_job, store_dir
-from saeatlas.artifacts import replace_dir, write_metrics, write_npy_atomic, write_parquet_atomic
+from saeatlas.artifacts import replace_dir, write_metrics, write_parquet_atomic
 from saeatlas.config import Params
 
 log = logging.getLogger(__name__)
@@ -18,13 +18,11 @@ log = logging.getLogger(__name__)
 
 def _encode(sae: Any, store: Any, codes_dir: Path, params: Params, device: Any) -> None:
     """The code store and the decoder beside it, published whole or not at all."""
-    from saeatlas.codes import DECODER
     from saeatlas.features import encode_store
 
     partial = codes_dir.with_name(codes_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     encode_store(sae, store, partial, params.features.batch_size, params.features.max_active, device)
-    write_npy_atomic(partial / DECODER, sae.decoder.detach().cpu().numpy())
     replace_dir(partial, codes_dir)
 
 

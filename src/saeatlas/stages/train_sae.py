@@ -7,8 +7,10 @@ import logging
 from typing import Any
 
 from saeatlas.adapters import path, sae_dir, stage_job, store_dir
-from saeatlas.artifacts import write_csv_atomic, write_metrics
+from saeatlas.artifacts import sha256_file, write_csv_atomic, write_metrics
 from saeatlas.config import Params
+from saeatlas.errors import ParamsError
+from saeatlas.pipeline import STAGE
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ def _export_metadata(params: Params, layer: int) -> dict[str, Any]:
 
 
 def run(params: Params, layer: int, size: int, device: str = "auto") -> dict[str, Any]:
-    from saeatlas.activations import ActivationStore
+    from saeatlas.activations import MANIFEST, ActivationStore
     from saeatlas.lm import resolve_device
     from saeatlas.sae.io import export_sae
     from saeatlas.sae.train import CURVE_COLUMNS, TrainConfig, train_sae
@@ -39,7 +41,15 @@ def run(params: Params, layer: int, size: int, device: str = "auto") -> dict[str
         out_dir.mkdir(parents=True, exist_ok=True)
         store = ActivationStore.open(store_dir(params, layer, "train"))
         cfg = TrainConfig.from_params(params.sae, size)
+        if store.batches_per_epoch(cfg.batch_size, cfg.exclude_outliers) == 0:
+            raise ParamsError(f"sae.batch_size: {cfg.batch_size} is more than the store's "
+                              f"{store.batches_per_epoch(1, cfg.exclude_outliers)} training rows "
+                              f"(raise corpus.train_tokens or lower sae.batch_size)")
         checkpoint = out_dir / "checkpoint.pt"  # not an output: removed once the SAE is exported
+        # A checkpoint resumes only on the same data and params: the store's manifest (its shards'
+        # checksums and scale) and the hash of the params keys this stage reads.
+        binding = {"store_manifest_sha256": sha256_file(store.path / MANIFEST),
+                   "params": params.hash(STAGE["train_sae"].params)}
         torch_device = resolve_device(device)
         log.info("n=%d %s k=%d on %s: %d tokens x %d epoch(s), batch %d, lr %.3g (scaled from %.3g)",
                  size, cfg.architecture, cfg.k, torch_device, store.n_tokens, cfg.epochs, cfg.batch_size,
@@ -49,7 +59,7 @@ def run(params: Params, layer: int, size: int, device: str = "auto") -> dict[str
             job.run.log_metrics({f"train.{k}": v for k, v in row.items() if k not in ("step", "tokens")},
                                 step=int(row["tokens"]))
 
-        result = train_sae(cfg, store, torch_device, checkpoint=checkpoint, on_log=on_log)
+        result = train_sae(cfg, store, torch_device, checkpoint=checkpoint, on_log=on_log, binding=binding)
         export_sae(result.sae, out_dir, store.scale, _export_metadata(params, layer))
         write_csv_atomic(path("train_sae", "curve", params, layer=layer, size=size), result.rows, CURVE_COLUMNS)
         metrics = {"n_latents": size, "k": cfg.k, "normalisation_scale": store.scale, **result.summary,
