@@ -28,19 +28,33 @@ NOT_CODE_DEPS = (f"{PACKAGE}.pipeline", f"{PACKAGE}.graph", f"{PACKAGE}.cli", f"
 
 
 @dataclass(frozen=True)
+class Shown:
+    """How an output appears in Snakemake's own report (``snakemake --report``): its caption file
+    under ``workflow/report/``, its category and, for a directory, which files (``patterns``) or
+    which page (``htmlindex``) to show."""
+
+    caption: str
+    category: str
+    patterns: tuple[str, ...] = ()
+    htmlindex: str | None = None
+
+
+@dataclass(frozen=True)
 class Output:
     name: str
     path: str  # template: {model}, and the stage's wildcards
     directory: bool = False
     metric: bool = False
     plot: dict[str, str] | None = None  # a CSV that `dvc plots` draws: {"x": column, "y": column}
+    shown: Shown | None = None  # in Snakemake's report
 
 
 @dataclass(frozen=True)
 class Ref:
-    """An input: output ``output`` of stage ``stage``. With ``gather``, that output for every
-    dictionary size (a stage comparing sizes): Snakemake lists one path per size; DVC, which has
-    no gather, depends on the directory above ``/n{size}``."""
+    """An input: output ``output`` of stage ``stage``. With ``gather``, that output for every value
+    of each wildcard the consumer does not have (every size for a per-layer analysis comparing
+    sizes; every layer and size for the study-level report): Snakemake lists one path per value;
+    DVC, which has no gather, depends on the directory above them (``gather_dir``)."""
 
     stage: str
     output: str
@@ -107,12 +121,21 @@ class Stage:
         return " ".join(parts + ["--log-file", log])
 
 
-def gather_dir(template: str) -> str:
-    """The directory holding every size's copy of a gathered input: ``.../layer{layer}``."""
-    head, sep, _ = (template + "/").partition("/n{size}/")
-    if not sep:
-        raise ValueError(f"gathered input {template!r} has no '/n{{size}}' part")
-    return head
+def gathered_wildcards(template: str, keep: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The wildcards of ``template`` a consumer with wildcards ``keep`` gathers over (every value)."""
+    return tuple(w for w in WILDCARD_LISTS if "{%s}" % w in template and w not in keep)
+
+
+def gather_dir(template: str, keep: tuple[str, ...] = ("layer",)) -> str:
+    """The directory holding every copy of a gathered input: the path up to the first part that
+    holds a wildcard the consumer (with wildcards ``keep``) ranges over. ``.../layer{layer}`` for a
+    per-layer analysis gathering sizes; ``results/codes/{model}`` for the study-level report."""
+    over = gathered_wildcards(template, keep)
+    if not over:
+        raise ValueError(f"gathered input {template!r} has no wildcard to gather over")
+    parts = template.split("/")
+    first = next(i for i, part in enumerate(parts) if any("{%s}" % w in part for w in over))
+    return "/".join(parts[:first])
 
 
 # --------------------------------------------------------------------------------------

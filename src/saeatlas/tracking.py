@@ -95,6 +95,23 @@ def _parent_run_id(client: Any, exp_id: str, name: str, tags: Mapping[str, str])
     return run.info.run_id
 
 
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview; these are model runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def _experiment_id(client: Any, name: str, uri: str, results: Path) -> str:
+    """The study's experiment (created on first use, artifacts under ``results/mlartifacts`` for
+    the local SQLite store), tagged so the MLflow UI opens on its training runs."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        artifacts = (results / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
+        return client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, results: Path, wildcards: Mapping[str, Any] | None = None,
               group: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
@@ -115,14 +132,7 @@ def stage_run(stage: str, params: Params, results: Path, wildcards: Mapping[str,
     with _locked(results):
         client = MlflowClient(tracking_uri=uri)
         name = experiment_name(params)
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            artifacts = None
-            if uri.startswith("sqlite:"):
-                artifacts = (results / "mlartifacts").resolve().as_uri()
-            exp_id = client.create_experiment(name, artifact_location=artifacts)
-        else:
-            exp_id = exp.experiment_id
+        exp_id = _experiment_id(client, name, uri, results)
         base = {"stage": stage, "git_commit": prov["git_commit"], "params_hash": prov["params_hash"],
                 "params_file": params.path, **{f"version.{k}": v for k, v in prov["versions"].items()}}
         tags = {**base, **{k: str(v) for k, v in wildcards.items()}}
@@ -148,3 +158,49 @@ def stage_run(stage: str, params: Params, results: Path, wildcards: Mapping[str,
         raise
     with _locked(results):
         client.set_terminated(run_id, status="FINISHED")
+
+
+def study_run(params: Params, results: Path, metrics: Mapping[str, float], artifacts: list[Path],
+              device: str) -> str | None:
+    """One run for the whole study execution (logged by the report stage): every parameter, the
+    headline metrics of every stage, tags to find and compare it (git commit, params hash, DVC
+    experiment name under ``dvc exp run``, host, device), the report as artifacts, and a
+    ``saeatlas.study_run`` tag on each stage run of the same params so they link back to it. Two
+    studies (e.g. two ``dvc exp run -S sae.k=...``) are then two rows of MLflow's compare view."""
+    if not params.tracking.enabled:
+        return None
+    import socket
+
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(results)
+    prov = provenance(params.hash())
+    tags = {"saeatlas.kind": "study", "stage": "study", "git_commit": prov["git_commit"],
+            "params_hash": prov["params_hash"], "params_file": params.path, "host": socket.gethostname(),
+            "device": device, **{f"version.{k}": v for k, v in prov["versions"].items()}}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    now = int(time.time() * 1000)
+    with _locked(results):
+        client = MlflowClient(tracking_uri=uri)
+        exp_id = _experiment_id(client, experiment_name(params), uri, results)
+        run_id = client.create_run(exp_id, run_name=f"study[{prov['params_hash']}]", tags=tags).info.run_id
+        items = [Param(metric_key(k), str(v)[:6000]) for k, v in sorted(flatten(params.raw).items())]
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[i:i + 100])
+        values = [Metric(metric_key(k), float(v), now, 0) for k, v in sorted(metrics.items())]
+        for i in range(0, len(values), 500):
+            client.log_batch(run_id, metrics=values[i:i + 500])
+        stage_runs = [r for r in client.search_runs([exp_id], filter_string=f"tags.params_hash = '{prov['params_hash']}'",
+                                                    max_results=5000)
+                      if r.data.tags.get("saeatlas.kind") != "study"]
+        for run in stage_runs:
+            client.set_tag(run.info.run_id, "saeatlas.study_run", run_id)
+        client.set_tag(run_id, "saeatlas.stage_runs", str(len(stage_runs)))
+    for path in artifacts:  # outside the lock: copying a large zip must not block other stages
+        client.log_artifact(run_id, str(path))
+    with _locked(results):
+        client.set_terminated(run_id, status="FINISHED")
+    log.info("MLflow study run %s (%d stage runs linked)", run_id, len(stage_runs))
+    return run_id

@@ -1,0 +1,126 @@
+"""Stage ``report``: the study as a reader sees it: ``results/report/index.html`` (every section,
+in the study's order) and the feature browser under ``results/report/features/``, both opened
+from disk with no network; headline numbers in ``results/report.metrics.json``
+(``report/``)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from saeatlas.adapters import RESULTS, model_dir, path, sae_dir, sizes
+from saeatlas.artifacts import provenance, replace_dir, write_metrics
+from saeatlas.config import Params
+from saeatlas.tracking import experiment_name, stage_run, study_run, tracking_uri
+
+log = logging.getLogger(__name__)
+
+
+def _run_facts(params: Params) -> dict[str, Any]:
+    import yaml
+
+    from saeatlas.report.core_sections import machine, stage_seconds
+
+    prov = provenance(params.hash())
+    uri = tracking_uri(RESULTS)
+    command = (f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:")
+               else f"open {uri} in a browser")
+    return {"git_commit": prov["git_commit"], "params_hash": prov["params_hash"], "versions": prov["versions"],
+            "experiment": experiment_name(params), "tracking_uri": uri, "mlflow_command": command,
+            "machine": machine(), "jobs": stage_seconds(RESULTS / "logs"),
+            "params_yaml": yaml.safe_dump(dict(params.raw), sort_keys=False)}
+
+
+def _layer_block(params: Params, layer: int, scratch: Path, vocab: Any) -> dict[str, Any]:
+    from saeatlas.pipeline import ANALYSES
+    from saeatlas.report.assemble import (analysis_sections, first_alive_feature, joint_map_figure,
+                                          joint_map_section, quality_table, top_tokens)
+    from saeatlas.report.core_sections import QUALITY_COLUMNS, quality_section, read_json
+    from saeatlas.report.render import Placed
+
+    ns = sizes(params, "report")
+    where = lambda stage, output, **w: path(stage, output, params, **w)  # noqa: E731
+    training_dir = scratch / f"layer{layer}" / "training"
+    training_dir.mkdir(parents=True, exist_ok=True)
+    quality, rows = quality_section(layer, ns, lambda n: sae_dir(params, layer, n),
+                                    read_json(where("activations", "metrics", layer=layer)), training_dir)
+    placed = [Placed(quality, training_dir, f"layer{layer}/training", layer)]
+    placed += analysis_sections(layer, ns, ANALYSES, where)
+    tokens = {n: top_tokens(where("features", "contexts", layer=layer, size=n), vocab) for n in ns}
+    map_dir = scratch / f"layer{layer}" / "map"
+    umap_csv = where("neighbours", "report", layer=layer) / "tables" / "umap_coordinates.csv"
+    if umap_csv.is_file() and joint_map_figure(umap_csv, ns, tokens, map_dir):
+        placed.append(Placed(joint_map_section(map_dir, sum(ns), layer), map_dir, f"layer{layer}/map", layer))
+    placed.sort(key=lambda p: p.section.order)
+    first = {n: first_alive_feature(where("features", "features", layer=layer, size=n)) for n in ns}
+    table = quality_table(rows, QUALITY_COLUMNS, lambda n: f"features/feature.html?size={n}&id={first[n]}")
+    return {"layer": layer, "placed": placed, "sizes_table": table}
+
+
+def run(params: Params) -> dict[str, Any]:
+    from saeatlas.lm import load_tokenizer
+    from saeatlas.report.assemble import headline_metrics, slug_anchor
+    from saeatlas.report.render import copy_static, place_files, render
+
+    out = path("report", "site", params)
+    partial = out.with_name(out.name + ".partial")
+    with stage_run("report", params, RESULTS) as job:
+        shutil.rmtree(partial, ignore_errors=True)
+        scratch = partial / "_sources"
+        tokenizer = load_tokenizer(model_dir(params))
+        vocab = lambda i: tokenizer.decode([i])  # noqa: E731
+        blocks = []
+        for layer in params.model.layers:
+            block = _layer_block(params, layer, scratch, vocab)
+            sections = []
+            for placed in block["placed"]:
+                sections.append({"section": placed.section, "slug": placed.slug, "anchor": slug_anchor(placed.slug),
+                                 "files": place_files(placed, partial),
+                                 "sizes_table": block["sizes_table"] if placed.slug.endswith("/training") else None})
+            blocks.append({"layer": layer, "sections": sections})
+        copy_static(partial)
+        _browser(params, partial / "features", tokenizer)
+        render(partial, {"study": params.study.name, "model": params.model.name, "layers": list(params.model.layers),
+                         "sizes": list(sizes(params, "report")), "run": _run_facts(params), "layer_blocks": blocks})
+        shutil.rmtree(scratch)
+        replace_dir(partial, out)
+        metrics = headline_metrics(blocks)
+        write_metrics(path("report", "metrics", params), metrics)
+        job.log_metrics(metrics)
+        _log_study(params, out, metrics)
+        log.info("report: %s (%d sections)", out / "index.html", sum(len(b["sections"]) for b in blocks))
+    return metrics
+
+
+def _log_study(params: Params, out: Path, metrics: dict[str, float]) -> None:
+    """The study-level MLflow run, with index.html and the whole report (browser included) zipped."""
+    import tempfile
+
+    from saeatlas.report.core_sections import machine
+
+    if not params.tracking.enabled:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = shutil.make_archive(str(Path(tmp) / "report"), "zip", root_dir=out.parent, base_dir=out.name)
+        study_run(params, RESULTS, metrics, [out / "index.html", Path(archive)], machine()["device"])
+
+
+def _browser(params: Params, out: Path, tokenizer: Any) -> None:
+    """The feature browser (``report/browser.py``), one size list per layer."""
+    from saeatlas.report.browser import BrowserInputs, SizeInputs, build_browser
+
+    vocabulary = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    for layer in params.model.layers:
+        where = lambda stage, output, **w: path(stage, output, params, layer=layer, **w)  # noqa: E731
+        size_inputs = tuple(SizeInputs(size=n, features=where("features", "features", size=n),
+                                       contexts=where("features", "contexts", size=n),
+                                       codes=where("features", "codes", size=n),
+                                       lobes=where("lobes", "report", size=n) / "tables" / "lobe_assignments.csv")
+                            for n in sizes(params, "report"))
+        tables = lambda stage: where(stage, "report") / "tables"  # noqa: E731
+        build_browser(out, BrowserInputs(sizes=size_inputs, vocabulary=vocabulary,
+                                         matches=tables("splitting") / "matches.csv",
+                                         neighbours=tables("neighbours") / "neighbours.csv",
+                                         umap=tables("neighbours") / "umap_coordinates.csv"))
