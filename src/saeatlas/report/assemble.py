@@ -50,10 +50,11 @@ def top_tokens(contexts: Path, vocabulary: Callable[[int], str], per_feature: in
     return {f: " | ".join(repr(t)[1:-1] for t in words) for f, words in tokens.items()}
 
 
-def joint_map_figure(umap_csv: Path, sizes: tuple[int, ...], tokens: dict[int, dict[int, str]], out: Path) -> bool:
+def joint_map_figure(umap_csv: Path, layer: int, sizes: tuple[int, ...], tokens: dict[int, dict[int, str]],
+                     out: Path) -> bool:
     """The joint UMAP of every size's decoder directions, coloured by size; hovering shows a
     feature's top tokens (HTML-escaped: Plotly reads a few tags in hover text) and clicking opens
-    its page (``customdata`` = [size, feature]). False when the neighbours stage made no joint map."""
+    its page (``customdata`` = [size, feature, layer]). False when the neighbours stage made no joint map."""
     import plotly.graph_objects as go
 
     rows = [r for r in read_csv(umap_csv) if r.get("joint_x") not in (None, "", "nan")]
@@ -65,7 +66,7 @@ def joint_map_figure(umap_csv: Path, sizes: tuple[int, ...], tokens: dict[int, d
         fig.add_trace(go.Scattergl(
             x=[float(r["joint_x"]) for r in mine], y=[float(r["joint_y"]) for r in mine], mode="markers",
             name=f"n={size}", marker={"size": 4, "opacity": 0.7},
-            customdata=[[size, int(r["feature"])] for r in mine],
+            customdata=[[size, int(r["feature"]), layer] for r in mine],
             text=[html.escape(f"{size}:{r['feature']}  {tokens.get(size, {}).get(int(r['feature']), '')}")
                   for r in mine],
             hovertemplate="%{text}<extra></extra>"))

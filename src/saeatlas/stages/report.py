@@ -51,11 +51,11 @@ def _layer_block(params: Params, layer: int, scratch: Path, vocab: Any) -> dict[
     tokens = {n: top_tokens(where("features", "contexts", layer=layer, size=n), vocab) for n in ns}
     map_dir = scratch / f"layer{layer}" / "map"
     umap_csv = where("neighbours", "report", layer=layer) / "tables" / "umap_coordinates.csv"
-    if umap_csv.is_file() and joint_map_figure(umap_csv, ns, tokens, map_dir):
+    if umap_csv.is_file() and joint_map_figure(umap_csv, layer, ns, tokens, map_dir):
         placed.append(Placed(joint_map_section(map_dir, sum(ns), layer), map_dir, f"layer{layer}/map", layer))
     placed.sort(key=lambda p: p.section.order)
     first = {n: first_alive_feature(where("features", "features", layer=layer, size=n)) for n in ns}
-    table = quality_table(rows, QUALITY_COLUMNS, lambda n: f"features/feature.html?size={n}&id={first[n]}")
+    table = quality_table(rows, QUALITY_COLUMNS, lambda n: f"features/feature.html?size={n}&id={first[n]}&layer={layer}")
     return {"layer": layer, "placed": placed, "sizes_table": table}
 
 
@@ -108,19 +108,22 @@ def _log_study(params: Params, out: Path, metrics: dict[str, float]) -> None:
 
 
 def _browser(params: Params, out: Path, tokenizer: Any) -> None:
-    """The feature browser (``report/browser.py``), one size list per layer."""
-    from saeatlas.report.browser import BrowserInputs, SizeInputs, build_browser
+    """The feature browser (``report/browser.py``): every layer, every size."""
+    from saeatlas.report.browser import LayerInputs, SizeInputs, build_browser
+    from saeatlas.tokenise import token_bytes
 
-    vocabulary = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    # The lobe partition a page names: k = 8 (a handful of lobes, as in GoC) or the nearest k run.
+    lobe_k = min(params.section("lobes.k_values"), key=lambda k: (abs(k - 8), k))
+    layers = []
     for layer in params.model.layers:
         where = lambda stage, output, **w: path(stage, output, params, layer=layer, **w)  # noqa: E731
+        tables = lambda stage: where(stage, "report") / "tables"  # noqa: E731
         size_inputs = tuple(SizeInputs(size=n, features=where("features", "features", size=n),
                                        contexts=where("features", "contexts", size=n),
                                        codes=where("features", "codes", size=n),
                                        lobes=where("lobes", "report", size=n) / "tables" / "lobe_assignments.csv")
                             for n in sizes(params, "report"))
-        tables = lambda stage: where(stage, "report") / "tables"  # noqa: E731
-        build_browser(out, BrowserInputs(sizes=size_inputs, vocabulary=vocabulary,
-                                         matches=tables("splitting") / "matches.csv",
-                                         neighbours=tables("neighbours") / "neighbours.csv",
-                                         umap=tables("neighbours") / "umap_coordinates.csv"))
+        layers.append(LayerInputs(layer=layer, sizes=size_inputs, matches=tables("splitting") / "matches.csv",
+                                  neighbours=tables("neighbours") / "neighbours.csv",
+                                  umap=tables("neighbours") / "umap_coordinates.csv", lobe_k=lobe_k))
+    build_browser(out, tuple(layers), token_bytes(tokenizer))

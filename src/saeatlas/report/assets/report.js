@@ -1,6 +1,6 @@
 "use strict";
 // Each figure file calls saeatlasFigure(id, figure) with Plotly JSON whose strings were escaped
-// for a script context. Points that carry customdata [size, feature] open that feature's page.
+// for a script context. Points that carry customdata [size, feature(, layer)] open that feature's page.
 window.saeatlasFigure = function (id, figure) {
   var el = document.getElementById(id);
   if (!el || typeof Plotly === "undefined") { return; }
@@ -13,7 +13,8 @@ window.saeatlasFigure = function (id, figure) {
       var cd = point && point.customdata;
       if (!cd || cd.length < 2) { return; }
       window.location.href = "features/feature.html?size=" + encodeURIComponent(String(cd[0])) +
-        "&id=" + encodeURIComponent(String(cd[1]));
+        "&id=" + encodeURIComponent(String(cd[1])) +
+        (cd.length > 2 ? "&layer=" + encodeURIComponent(String(cd[2])) : "");
     });
   });
 };

@@ -1,0 +1,123 @@
+"""The feature browser's data layer, checked against brute force on small random codes: histograms,
+co-firing partners, ragged columns, the records a page reads, and the escaping of what it embeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saeatlas.codes import CodeWriter, SparseCodes
+from saeatlas.errors import StoreError
+from saeatlas.report.browser_data import (Groups, Ragged, activation_histograms, children_for, cofiring,
+                                          parents_for, top_k_rows)
+from saeatlas.report.browser_records import rounded, search_entry
+from saeatlas.report.escape import js_literal
+from saeatlas.tokenise import token_bytes
+
+
+def random_codes(tmp_path: Path, n_tokens: int = 300, width: int = 4, n: int = 12, seed: int = 0) -> SparseCodes:
+    rng = np.random.default_rng(seed)
+    idx = np.stack([rng.choice(n, size=width, replace=False) for _ in range(n_tokens)]).astype(np.int32)
+    val = rng.exponential(1.0, size=(n_tokens, width)).astype(np.float32)
+    val[rng.random((n_tokens, width)) < 0.3] = 0.0  # unused slots
+    writer = CodeWriter(tmp_path / "codes", n_tokens, width, n)
+    for start in range(0, n_tokens, 64):
+        writer.append(idx[start:start + 64], val[start:start + 64])
+    writer.finish()
+    return SparseCodes.open(tmp_path / "codes")
+
+
+def dense(codes: SparseCodes) -> np.ndarray:
+    out = np.zeros((codes.n_tokens, codes.n_latents), np.float32)
+    rows = np.repeat(np.arange(codes.n_tokens), codes.indices.shape[1])
+    np.add.at(out, (rows, np.asarray(codes.indices).ravel()), np.asarray(codes.values).ravel())
+    return out
+
+
+def test_histograms_count_every_firing_once_in_its_linear_bin(tmp_path: Path) -> None:
+    codes = random_codes(tmp_path)
+    counts, peak = activation_histograms(codes, bins=5)
+    d = dense(codes)
+    for f in range(codes.n_latents):
+        fired = d[:, f][d[:, f] > 0]
+        assert peak[f] == pytest.approx(fired.max())
+        expected = np.histogram(fired, bins=5, range=(0, fired.max()))[0]
+        assert counts[f].tolist() == expected.tolist()
+
+
+def test_cofiring_partners_are_the_top_jaccard_features_by_brute_force(tmp_path: Path) -> None:
+    codes = random_codes(tmp_path, n_tokens=400, n=15, seed=3)
+    b = (dense(codes) > 0).astype(np.int64)
+    shared = b.T @ b
+    fire = b.sum(axis=0)
+    jac = shared / np.maximum(fire[:, None] + fire[None, :] - shared, 1)
+    np.fill_diagonal(jac, -1)
+    for block in (10_000, 30):  # one block, and several blocks of two rows
+        got = cofiring(codes, k=3, block_elements=block)
+        for f in range(codes.n_latents):
+            best = sorted(range(codes.n_latents), key=lambda g: (-jac[f, g], g))[:3]
+            assert got.partner[f].tolist() == best
+            assert got.shared[f].tolist() == [shared[f, g] for g in best]
+            assert got.jaccard[f] == pytest.approx([jac[f, g] for g in best], rel=1e-5)
+        assert got.firings.tolist() == fire.tolist()
+
+
+def test_top_k_rows_breaks_ties_by_lower_index() -> None:
+    score = np.array([[0.5, 0.9, 0.5, 0.1], [0.0, 0.0, 0.0, 0.0]])
+    assert top_k_rows(score, 3).tolist() == [[1, 0, 2], [0, 1, 2]]
+
+
+def test_ragged_take_gathers_lists_in_any_row_order() -> None:
+    r = Ragged(np.array([1, 2, 3, 4, 5, 6]), np.array([0, 2, 2, 5, 6]))
+    assert r.take(np.array([3, 0, 1, 2]), lambda v: v.tolist()) == [[6], [1, 2], [], [3, 4, 5]]
+
+
+def test_a_feature_id_outside_the_dictionary_names_the_file_and_field() -> None:
+    with pytest.raises(StoreError, match=r"matches.csv: field 'feature' holds 0..9, outside 0..4"):
+        Groups.by(np.array([0, 9, 2]), (), 5, Path("matches.csv"), "feature")
+
+
+def test_parents_and_children_come_from_the_adjacent_size_only() -> None:
+    matches = {"small_size": np.array([4, 4, 4, 2]), "large_size": np.array([8, 8, 8, 4]),
+               "feature": np.array([0, 1, 2, 3]), "dec_parent": np.array([3, 3, 1, 0]),
+               "dec_cos": np.array([0.7, 0.9, 0.8, 0.6]), "class": np.array(["split", "split", "identical", "novel"],
+                                                                            dtype=object)}
+    kids = children_for(matches, 4, 4, Path("m.csv"))
+    assert kids.size == 8
+    assert kids.table["feature"][kids.groups.of(3)].tolist() == [1, 0]  # by cosine, best first
+    parents = parents_for(matches, 8, 3, Path("m.csv"))
+    assert parents.size == 4 and parents.table["dec_parent"][parents.groups.of(2)].tolist() == [1]
+
+
+def test_rounding_keeps_a_firing_token_nonzero_and_zeros_as_int() -> None:
+    assert rounded(np.array([0.0, 0.00004, 1.23456]), 3) == [0, 0.001, 1.235]
+    assert isinstance(rounded(np.array([0.0]), 3)[0], int)
+
+
+def test_search_entry_lists_the_logit_and_firing_tokens_once() -> None:
+    record = {"id": 7, "count": 3, "logit_top": [[1, 2.0], [2, 1.0]],
+              "top": [[1.0, 0, 0, 1, [0, 1, 2], [0, 0.5, 0.2]]]}
+    assert search_entry(record, ["a", " b", "<c>"]) == [7, 3, [" b", "<c>"], "a b<c>"]
+
+
+def test_js_literal_cannot_close_a_script_and_round_trips() -> None:
+    payload = ["</script><script>alert(1)</script>", "a&b", "\u2028\u2029", "\x00\x07", "{{ 7*7 }}", "\u202eevil"]
+    text = js_literal(payload)
+    for bad in ("<", ">", "&", "\u2028", "\u2029", "\x00"):
+        assert bad not in text
+    assert json.loads(text) == payload
+
+
+def test_token_bytes_rebuild_the_text_a_tokenizer_encoded(tokenizer) -> None:
+    """Joined per-token bytes decode to the original text, even where one character spans tokens
+    (a bidi override, an emoji, CJK): what the browser's TextDecoder relies on."""
+    vocab = token_bytes(tokenizer)
+    assert len(vocab) == len(tokenizer)
+    text = "It said \u202eevil\u202c, a NUL \x00 here, caf\u00e9 \U0001F600 \u6f22\u5b57 </script>"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert any(vocab[i].decode("utf-8", errors="replace") != vocab[i].decode("utf-8", errors="ignore")
+               for i in ids)  # some token holds only part of a character
+    assert b"".join(vocab[i] for i in ids).decode("utf-8") == text
