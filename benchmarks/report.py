@@ -12,6 +12,7 @@ browser's bytes per feature and the largest file.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -27,14 +28,17 @@ def timed_load(page, url: str, ready: str | None) -> tuple[float, float]:
     return loaded, time.perf_counter() - t0
 
 
-def feature_urls(report: Path, n: int) -> list[str]:
-    """Feature pages spread over sizes and ids (the first, middle and last of each size)."""
-    sizes = sorted(int(p.name[1:]) for p in (report / "features" / "data").glob("n*") if p.name[1:].isdigit())
-    urls = []
-    for size in sizes:
-        for feature in sorted({0, size // 2, size - 1})[:n]:
-            urls.append((report / "features" / "feature.html").resolve().as_uri() + f"?size={size}&id={feature}")
-    return urls
+def browser_index(report: Path) -> dict:
+    """``features/data/sizes.js`` (what the pages read): layers, sizes, bytes written per size."""
+    text = (report / "features" / "data" / "sizes.js").read_text(encoding="utf-8")
+    return json.loads(text[text.index("(") + 1: text.rindex(")")])
+
+
+def feature_urls(report: Path, index: dict) -> list[str]:
+    """Feature pages spread over layers, sizes and ids (the first, middle and last of each size)."""
+    page = (report / "features" / "feature.html").resolve().as_uri()
+    return [f"{page}?size={s['size']}&id={f}&layer={layer['layer']}" for layer in index["layers"]
+            for s in layer["sizes"] for f in sorted({0, s["n"] // 2, s["n"] - 1})]
 
 
 def sizes_on_disk(report: Path) -> tuple[int, int, Path, int]:
@@ -60,19 +64,24 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         index_times = [timed_load(page, index, figures_drawn) for _ in range(args.repeats)]
-        feature_times = [timed_load(page, url, feature_ready) for url in feature_urls(args.report, 3)
-                         for _ in range(max(1, args.repeats // 2))]
+        index_data = browser_index(args.report)
+        urls = feature_urls(args.report, index_data)
+        feature_times = [timed_load(page, url, feature_ready) for url in urls for _ in range(max(1, args.repeats // 2))]
         browser.close()
     total, browser_bytes, largest, largest_size = sizes_on_disk(args.report)
-    n_features = sum(int(p.name[1:]) for p in (args.report / "features" / "data").glob("n*") if p.name[1:].isdigit())
+    per_size = [(layer["layer"], s["size"], s["bytes"]) for layer in index_data["layers"] for s in layer["sizes"]]
+    n_features = sum(size for _, size, _ in per_size)
     med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
     print(f"index.html: load event {med(index_times, 0):.2f} s, every figure drawn {med(index_times, 1):.2f} s "
           f"(median of {len(index_times)}; target < 2 s)")
     print(f"feature page: load event {med(feature_times, 0):.2f} s, rendered {med(feature_times, 1):.2f} s "
-          f"(median of {len(feature_times)} over {len(feature_times) // max(1, args.repeats // 2)} features; "
+          f"(median of {len(feature_times)} over {len(urls)} features; "
           "target < 1 s)")
     print(f"report total {total / 1e6:.1f} MB; browser {browser_bytes / 1e6:.1f} MB for {n_features} features = "
           f"{browser_bytes / max(n_features, 1):,.0f} bytes per feature")
+    for layer, size, written in per_size:
+        print(f"  layer {layer} n={size}: {written / 1e6:.1f} MB of chunks and search index = "
+              f"{written / size:,.0f} bytes per feature")
     print(f"largest file {largest.relative_to(args.report)} {largest_size / 1e6:.2f} MB (target < 20 MB)")
 
 

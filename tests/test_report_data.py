@@ -100,7 +100,10 @@ def test_rounding_keeps_a_firing_token_nonzero_and_zeros_as_int() -> None:
 def test_search_entry_lists_the_logit_and_firing_tokens_once() -> None:
     record = {"id": 7, "count": 3, "logit_top": [[1, 2.0], [2, 1.0]],
               "top": [[1.0, 0, 0, 1, [0, 1, 2], [0, 0.5, 0.2]]]}
-    assert search_entry(record, ["a", " b", "<c>"]) == [7, 3, [" b", "<c>"], "a b<c>"]
+    assert search_entry(record, ["a", " b", "<c>"], [b"a", b" b", b"<c>"]) == [7, 3, [" b", "<c>"], "a b<c>"]
+    # One character over two tokens: each alone is U+FFFD, the window's text is whole.
+    split = {"id": 1, "count": 1, "logit_top": [], "top": [[1.0, 0, 0, 0, [0, 1], [1.0, 0]]]}
+    assert search_entry(split, ["\ufffd", "\ufffd"], [b"\xe2\x80", b"\xae"])[3] == "\u202e"
 
 
 def test_js_literal_cannot_close_a_script_and_round_trips() -> None:

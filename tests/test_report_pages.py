@@ -109,5 +109,130 @@ def test_a_click_on_the_joint_map_opens_that_features_page(smoke_study: Path, wa
         " t.customdata[0][0], t.customdata[0][1]]; }")
     page.mouse.move(x, y)
     page.mouse.click(x, y)
-    page.wait_for_url(f"**/features/feature.html?size={size}&id={feature}", timeout=15000)
+    wait_url(page, f"features/feature.html?size={size}&id={feature}&layer=15")
+    wait_ready(page)
+    assert page.locator("#feature-title").inner_text().endswith(f"feature #{feature}")
+    watched.clean()
+
+
+def feature_url(study: Path, size: int, feature: int, layer: int = 15) -> str:
+    return (study / REPORT / "features" / "feature.html").resolve().as_uri() + \
+        f"?size={size}&id={feature}&layer={layer}"
+
+
+def wait_url(page: Any, part: str) -> None:
+    """Wait until the page's URL contains ``part`` (plain text: no glob, ``?`` is literal)."""
+    page.wait_for_url(lambda url: part in url, timeout=15000)
+
+
+def wait_ready(page: Any) -> None:
+    page.wait_for_selector("body[data-state='ready']", state="attached", timeout=15000)
+
+
+def test_the_sizes_table_opens_a_feature_page_with_every_panel(smoke_study: Path, watched: Watched,
+                                                              tmp_path: Path) -> None:
+    page = watched.page
+    page.goto(index_url(smoke_study), wait_until="load")
+    link = page.locator("a.size-link").first
+    link.click()
+    wait_url(page, "features/feature.html?size=")
+    wait_ready(page)
+    # The busiest feature of the smallest size: it fired, so every panel has content.
+    assert "feature #" in page.inner_text("#feature-title")
+    assert page.locator("svg.hist rect").count() > 0
+    assert page.locator("#top .ctx").count() > 0 and page.locator("#top .tok.on").count() > 0
+    assert page.locator("#logit li").count() >= 2
+    assert page.locator("#neighbours a.flink").count() > 0 and page.locator("#cofiring a.flink").count() > 0
+    assert page.locator("#umap .marker").count() == 1
+    hover = page.locator("#top .tok.on").first.get_attribute("title")
+    assert "activation" in hover
+    page.screenshot(path=str(tmp_path / "feature.png"), full_page=True)
+    watched.clean()
+
+
+def test_search_finds_a_feature_by_a_token_and_by_id(smoke_study: Path, watched: Watched) -> None:
+    page = watched.page
+    page.goto(feature_url(smoke_study, 256, 0), wait_until="load")
+    wait_ready(page)
+    # A token this feature is known for (its first logit-lens token), typed into the search box.
+    token = page.locator("#logit li code").first.inner_text().strip("\u2039\u203a")
+    page.fill("#search-box", token)
+    page.press("#search-box", "Enter")
+    wait_url(page, "features/index.html?q=")
+    wait_ready(page)
+    hits = page.locator("#results-list a.flink")
+    assert hits.count() > 0
+    found = {(a.get_attribute("data-size"), a.get_attribute("data-id")) for a in hits.all()}
+    assert ("256", "0") in found
+    page.fill("#search-box", "512:17")
+    page.press("#search-box", "Enter")
+    wait_url(page, "index.html?q=512%3A17")
+    wait_ready(page)
+    assert [a.get_attribute("href") for a in page.locator("#results-list a.flink").all()] == \
+        ["feature.html?size=512&id=17&layer=15"]
+    watched.clean()
+
+
+def test_a_parent_to_child_link_opens_the_child_and_back_returns(smoke_study: Path, watched: Watched) -> None:
+    page = watched.page
+    start = feature_url(smoke_study, 256, 0)
+    page.goto(start, wait_until="load")
+    wait_ready(page)
+    # Walk the smallest size until a feature with children in the next size.
+    for feature in range(1, 256):
+        if page.locator("#children a.flink").count():
+            break
+        page.goto(feature_url(smoke_study, 256, feature), wait_until="load")
+        wait_ready(page)
+    child = page.locator("#children a.flink").first
+    parent_url, child_id = page.url, child.get_attribute("data-id")
+    child.click()
+    wait_url(page, f"feature.html?size=512&id={child_id}&layer=15")
+    wait_ready(page)
+    # The child names its parent: the page we came from.
+    parent = page.locator("#parent a.flink")
+    assert parent.get_attribute("data-size") == "256" and f"id={parent.get_attribute('data-id')}&" in parent_url
+    page.go_back()
+    wait_url(page, parent_url.split("/")[-1])
+    wait_ready(page)
+    assert page.locator("#children a.flink").count() > 0
+    watched.clean()
+
+
+def test_an_unknown_feature_says_so_without_an_error(smoke_study: Path, watched: Watched) -> None:
+    page = watched.page
+    page.goto(feature_url(smoke_study, 256, 99999), wait_until="load")
+    page.wait_for_selector("body[data-state='error']", state="attached")
+    assert "there is no feature 99999" in page.inner_text("#status")
+    watched.clean()
+
+
+PAYLOADS = ("<script>window.__saeatlasXss=1</script>", '"><img src=x onerror=window.__saeatlasXss=2>',
+            "{{ 7*7 }}", "[U+202E]evil[U+202C]", "NUL \u2400 byte", "bell \u2407 and </script>")
+
+
+def test_hostile_corpus_text_shows_literally_and_runs_nothing(smoke_study: Path, watched: Watched) -> None:
+    """tests/data/hostile_corpus.txt went through the whole smoke graph: its payloads show as text
+    in the search results and on feature pages, and no payload ran."""
+    page = watched.page
+    browser_index = (smoke_study / REPORT / "features" / "index.html").resolve().as_uri()
+    page.goto(browser_index + "?q=saeatlasXss", wait_until="load")
+    wait_ready(page)
+    snippets = "\n".join(page.locator("#results-list .snippet").all_inner_texts())
+    shown = [p for p in PAYLOADS if p in snippets]
+    assert len(shown) >= 3, (shown, snippets[:2000])
+    # The feature pages of the hits: their contexts hold the payloads as text.
+    texts = snippets
+    for href in page.locator("#results-list a.flink").evaluate_all("els => els.slice(0, 4).map(a => a.href)"):
+        page.goto(href, wait_until="load")
+        wait_ready(page)
+        texts += page.inner_text("main")
+        assert page.locator("main img[src='x'], main script").count() == 0
+    assert set(PAYLOADS) <= {p for p in PAYLOADS if p in texts}, [p for p in PAYLOADS if p not in texts]
+    assert "49" not in [t.strip() for t in page.locator(".tok").all_inner_texts()]
+    assert page.evaluate("typeof window.__saeatlasXss") == "undefined"
+    # The report itself (joint-map hovers, tables) ran nothing either.
+    page.goto(index_url(smoke_study), wait_until="load")
+    wait_for_figures(page)
+    assert page.evaluate("typeof window.__saeatlasXss") == "undefined"
     watched.clean()

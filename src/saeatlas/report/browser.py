@@ -102,7 +102,9 @@ def umap_thumbnail(coords: np.ndarray, sizes: list[int], path: Path) -> dict[str
     width, height, dpi = 360, 300, 100
     fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     ax = fig.add_axes((0, 0, 1, 1))
-    ax.scatter(pts[:, 0], pts[:, 1], s=0.6, c="#7a8699", alpha=0.35, linewidths=0, rasterized=True)
+    # Points shrink as the map fills, so that a thousand and forty thousand features both read.
+    ax.scatter(pts[:, 0], pts[:, 1], s=float(np.clip(3000 / len(pts), 0.5, 5)), c="#5a6679", alpha=0.4,
+               linewidths=0, rasterized=True)
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     ax.axis("off")
@@ -129,7 +131,7 @@ def size_data(si: SizeInputs, layer: LayerInputs, tables: dict[str, Any]) -> Siz
                     lobes=lobes_for(existing(si.lobes), n, layer.lobe_k))
 
 
-def write_size(out: Path, layer: int, data: SizeData, words: list[str]) -> dict[str, Any]:
+def write_size(out: Path, layer: int, data: SizeData, words: list[str], raw: list[bytes]) -> dict[str, Any]:
     """The chunk files and the search index of one size; its line in ``sizes.js``."""
     folder = out / "data" / f"layer{layer}" / f"n{data.size}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -139,7 +141,7 @@ def write_size(out: Path, layer: int, data: SizeData, words: list[str]) -> dict[
         first, stop = c * CHUNK, min((c + 1) * CHUNK, data.n)
         records = chunk_records(data, first, stop)
         written += write_call(folder / f"chunk-{c:05d}.js", "saeatlasChunk", layer, data.size, c, records)
-        search.extend(search_entry(r, words) for r in records)
+        search.extend(search_entry(r, words, raw) for r in records)
     written += write_call(folder / "search.js", "saeatlasSearch", layer, data.size, search)
     alive = int((data.features.count > 0).sum())
     first_alive = int(np.argmax(data.features.count)) if data.n else 0
@@ -147,13 +149,13 @@ def write_size(out: Path, layer: int, data: SizeData, words: list[str]) -> dict[
             "bytes": written, "has_parents": data.parents is not None, "has_children": data.children is not None}
 
 
-def build_layer(out: Path, layer: LayerInputs, words: list[str]) -> dict[str, Any]:
+def build_layer(out: Path, layer: LayerInputs, words: list[str], raw: list[bytes]) -> dict[str, Any]:
     tables = {name: (read_csv(p, ()) if (p := existing(getattr(layer, name))) else None)
               for name in ("matches", "neighbours", "umap")}
     entries = []
     for si in layer.sizes:
         data = size_data(si, layer, tables)
-        entries.append(write_size(out, layer.layer, data, words))
+        entries.append(write_size(out, layer.layer, data, words, raw))
         del data
     umap = None
     if tables["umap"] is not None and "joint_x" in tables["umap"]:
@@ -172,7 +174,7 @@ def build_browser(out: Path, layers: tuple[LayerInputs, ...], token_bytes: list[
     (out / "data").mkdir(exist_ok=True)
     write_call(out / "data" / "vocab.js", "saeatlasVocab", vocab_strings(token_bytes))
     words = token_words(token_bytes)
-    index = {"chunk": CHUNK, "layers": [build_layer(out, layer, words) for layer in layers]}
+    index = {"chunk": CHUNK, "layers": [build_layer(out, layer, words, token_bytes) for layer in layers]}
     write_call(out / "data" / "sizes.js", "saeatlasSizes", index)
     log.info("feature browser: %d features in %s",
              sum(s["n"] for layer in index["layers"] for s in layer["sizes"]), out)

@@ -186,13 +186,14 @@ def chunk_records(data: SizeData, first: int, stop: int) -> list[dict[str, Any]]
     return out
 
 
-def search_entry(record: dict[str, Any], vocab: list[str]) -> list[Any]:
+def search_entry(record: dict[str, Any], vocab: list[str], token_bytes: list[bytes]) -> list[Any]:
     """``[id, count, tokens, text]``: the logit-lens top tokens and the tokens where the feature
-    fires in its top context; the text of that context's window."""
+    fires in its top context; the text of that context's window (its bytes decoded once, so a
+    character split over tokens is whole)."""
     tokens = [word(vocab, t) for t, _ in record["logit_top"]]
     text = ""
     if record["top"]:
         _, _, _, _, ids, acts = record["top"][0]
-        text = "".join(word(vocab, t) for t in ids)
+        text = b"".join(token_bytes[t] for t in ids if 0 <= t < len(token_bytes)).decode("utf-8", errors="replace")
         tokens += [word(vocab, t) for t, a in zip(ids, acts) if a]
     return [record["id"], record["count"], list(dict.fromkeys(tokens)), text]

@@ -69,7 +69,8 @@ def place_files(placed: Placed, out: Path) -> dict[str, Any]:
         if name.endswith(".plotly.json"):
             target = folder / (name[: -len(".plotly.json")] + ".js")
             payload = src.read_text(encoding="utf-8")
-            write_bytes_atomic(target, f"saeatlasFigure({js_literal(entry['id'])}, {payload_safe(payload)});\n"
+            write_bytes_atomic(target, f"saeatlasFigure({js_literal(entry['id'])}, {payload_safe(payload)}, "
+                               f"{js_literal(placed.layer)});\n"
                                .encode("utf-8"))
             entry["script"] = target.relative_to(out).as_posix()
         else:

@@ -1,20 +1,32 @@
 "use strict";
-// Each figure file calls saeatlasFigure(id, figure) with Plotly JSON whose strings were escaped
-// for a script context. Points that carry customdata [size, feature(, layer)] open that feature's page.
-window.saeatlasFigure = function (id, figure) {
+// Each figure file calls saeatlasFigure(id, figure, layer) with Plotly JSON whose strings were escaped
+// for a script context. Points that carry customdata [size, feature(, layer)] (the joint map) and
+// split-forest nodes named "size:feature" open that feature's page.
+
+function saeatlasFeatureUrl(size, id, layer) {
+  return "features/feature.html?size=" + encodeURIComponent(String(size)) + "&id=" + encodeURIComponent(String(id)) +
+    (layer !== null && layer !== undefined ? "&layer=" + encodeURIComponent(String(layer)) : "");
+}
+
+window.saeatlasFigure = function (id, figure, layer) {
   var el = document.getElementById(id);
   if (!el || typeof Plotly === "undefined") { return; }
   var layout = figure.layout || {};
   layout.autosize = true;
   Plotly.newPlot(el, figure.data || [], layout, {responsive: true, displaylogo: false}).then(function () {
     el.setAttribute("data-rendered", "true");
+    el.on("plotly_icicleclick", function (event) {
+      var point = event && event.points && event.points[0];
+      var m = point && /^(\d+):(\d+)$/.exec(String(point.id));
+      if (!m) { return true; }  // the forest's root: zoom as usual
+      window.location.href = saeatlasFeatureUrl(m[1], m[2], layer);
+      return false;
+    });
     el.on("plotly_click", function (event) {
       var point = event && event.points && event.points[0];
       var cd = point && point.customdata;
-      if (!cd || cd.length < 2) { return; }
-      window.location.href = "features/feature.html?size=" + encodeURIComponent(String(cd[0])) +
-        "&id=" + encodeURIComponent(String(cd[1])) +
-        (cd.length > 2 ? "&layer=" + encodeURIComponent(String(cd[2])) : "");
+      if (!cd || cd.length < 2 || !Number.isInteger(cd[0]) || !Number.isInteger(cd[1])) { return; }
+      window.location.href = saeatlasFeatureUrl(cd[0], cd[1], cd.length > 2 ? cd[2] : layer);
     });
   });
 };

@@ -124,7 +124,7 @@ function renderIndex() {
   var select = document.getElementById("goto-size");
   sizeRows().forEach(function (r) {
     table.appendChild(el("tr", {}, [
-      el("td", {text: String(r.layer)}), el("td", {class: "num", text: String(r.size)}),
+      el("td", {text: String(r.layer)}), el("td", {class: "num", text: String(r.size.size)}),
       el("td", {class: "num", text: fmt(r.size.n)}), el("td", {class: "num", text: fmt(r.size.alive)}),
       el("td", {}, [featureLink(r.layer, r.size.size, r.size.busiest, "most frequent feature (#" + r.size.busiest + ")"),
                     " · ", featureLink(r.layer, r.size.size, 0, "#0")])]));
@@ -400,4 +400,5 @@ function start() {
   }, function (err) { setState("error", String(err && err.message || err)); });
 }
 
-start();
+// The data scripts come after this one in the page: start once they have all run.
+document.addEventListener("DOMContentLoaded", start);
