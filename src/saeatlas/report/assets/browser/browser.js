@@ -70,6 +70,11 @@ var INVISIBLE = /[\u00AD\u061C\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2064\u206
 
 function hex(code) { return "U+" + code.toString(16).toUpperCase().padStart(4, "0"); }
 
+// Named labels rather than the Control Pictures block: few fonts draw U+2400.., and a box tells
+// the reader nothing.
+var C0 = ["NUL", "SOH", "STX", "ETX", "EOT", "ENQ", "ACK", "BEL", "BS", "TAB", "LF", "VT", "FF", "CR", "SO", "SI",
+          "DLE", "DC1", "DC2", "DC3", "DC4", "NAK", "SYN", "ETB", "CAN", "EM", "SUB", "ESC", "FS", "GS", "RS", "US"];
+
 // Control, invisible and bidi characters as visible stand-ins; everything else unchanged.
 function visible(text) {
   var out = "";
@@ -77,8 +82,8 @@ function visible(text) {
     var c = ch.codePointAt(0);
     if (ch === "\n") { out += "\u21B5"; }
     else if (ch === "\t") { out += "\u2192"; }
-    else if (c < 32) { out += String.fromCodePoint(0x2400 + c); }
-    else if (c === 127) { out += "\u2421"; }
+    else if (c < 32) { out += "[" + C0[c] + "]"; }
+    else if (c === 127) { out += "[DEL]"; }
     else if ((c >= 0x80 && c < 0xA0) || INVISIBLE.test(ch)) { out += "[" + hex(c) + "]"; }
     else { out += ch; }
   }
