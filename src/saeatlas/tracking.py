@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -160,18 +161,50 @@ def stage_run(stage: str, params: Params, results: Path, wildcards: Mapping[str,
         client.set_terminated(run_id, status="FINISHED")
 
 
-def study_run(params: Params, results: Path, metrics: Mapping[str, float], artifacts: list[Path],
-              device: str) -> str | None:
-    """One run for the whole study execution (logged by the report stage): every parameter, the
-    headline metrics of every stage, tags to find and compare it (git commit, params hash, DVC
-    experiment name under ``dvc exp run``, host, device), the report as artifacts, and a
-    ``saeatlas.study_run`` tag on each stage run of the same params so they link back to it. Two
-    studies (e.g. two ``dvc exp run -S sae.k=...``) are then two rows of MLflow's compare view."""
+@dataclass
+class StudyRun:
+    """The study-level run while the report is built: its ids (the report prints them) and the
+    stage runs of the same params it links to (name, run id)."""
+
+    client: Any
+    results: Path
+    experiment_id: str | None = None
+    run_id: str | None = None
+    stage_runs: list[tuple[str, str]] = field(default_factory=list)
+
+    def finish(self, metrics: Mapping[str, float], artifacts: list[Path]) -> None:
+        """Log the headline metrics and the report's files, link the stage runs, close the run."""
+        if self.run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = [Metric(metric_key(k), float(v), now, 0) for k, v in sorted(metrics.items())]
+        with _locked(self.results):
+            for i in range(0, len(values), 500):
+                self.client.log_batch(self.run_id, metrics=values[i:i + 500])
+            for _, stage_run_id in self.stage_runs:
+                self.client.set_tag(stage_run_id, "saeatlas.study_run", self.run_id)
+            self.client.set_tag(self.run_id, "saeatlas.stage_runs", str(len(self.stage_runs)))
+        for path in artifacts:  # outside the lock: copying a large zip must not block other stages
+            self.client.log_artifact(self.run_id, str(path))
+        log.info("MLflow study run %s (%d stage runs linked)", self.run_id, len(self.stage_runs))
+
+
+@contextlib.contextmanager
+def study_run(params: Params, results: Path, device: str) -> Iterator[StudyRun]:
+    """One run for the whole study execution (opened by the report stage, which prints its id):
+    every parameter, tags to find and compare it (git commit, params hash, DVC experiment name
+    under ``dvc exp run``, host, device); ``StudyRun.finish`` adds the headline metrics of every
+    stage, the report as artifacts, and a ``saeatlas.study_run`` tag on each stage run of the same
+    params. Two studies (e.g. two ``dvc exp run -S sae.k=...``) are then two rows of MLflow's
+    compare view. FAILED if the report fails."""
     if not params.tracking.enabled:
-        return None
+        yield StudyRun(None, results)
+        return
     import socket
 
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(results)
@@ -181,26 +214,26 @@ def study_run(params: Params, results: Path, metrics: Mapping[str, float], artif
             "device": device, **{f"version.{k}": v for k, v in prov["versions"].items()}}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
-    now = int(time.time() * 1000)
     with _locked(results):
         client = MlflowClient(tracking_uri=uri)
         exp_id = _experiment_id(client, experiment_name(params), uri, results)
+        query = f"tags.params_hash = '{prov['params_hash']}' and tags.params_file = '{params.path}'"
+        stage_runs = [(r.info.run_name, r.info.run_id) for r in client.search_runs([exp_id], filter_string=query,
+                                                                                   max_results=5000)
+                      if r.data.tags.get("saeatlas.kind") != "study"]
         run_id = client.create_run(exp_id, run_name=f"study[{prov['params_hash']}]", tags=tags).info.run_id
         items = [Param(metric_key(k), str(v)[:6000]) for k, v in sorted(flatten(params.raw).items())]
         for i in range(0, len(items), 100):
             client.log_batch(run_id, params=items[i:i + 100])
-        values = [Metric(metric_key(k), float(v), now, 0) for k, v in sorted(metrics.items())]
-        for i in range(0, len(values), 500):
-            client.log_batch(run_id, metrics=values[i:i + 500])
-        stage_runs = [r for r in client.search_runs([exp_id], filter_string=f"tags.params_hash = '{prov['params_hash']}'",
-                                                    max_results=5000)
-                      if r.data.tags.get("saeatlas.kind") != "study"]
-        for run in stage_runs:
-            client.set_tag(run.info.run_id, "saeatlas.study_run", run_id)
-        client.set_tag(run_id, "saeatlas.stage_runs", str(len(stage_runs)))
-    for path in artifacts:  # outside the lock: copying a large zip must not block other stages
-        client.log_artifact(run_id, str(path))
+    handle = StudyRun(client, results, exp_id, run_id, sorted(stage_runs))
+    try:
+        yield handle
+    except BaseException:
+        try:
+            with _locked(results):
+                client.set_terminated(run_id, status="FAILED")
+        except Exception:
+            log.warning("could not mark MLflow run %s as failed", run_id, exc_info=True)
+        raise
     with _locked(results):
         client.set_terminated(run_id, status="FINISHED")
-    log.info("MLflow study run %s (%d stage runs linked)", run_id, len(stage_runs))
-    return run_id

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from saeatlas.tracking import experiment_name, stage_run, study_run, tracking_ur
 log = logging.getLogger(__name__)
 
 
-def _run_facts(params: Params) -> dict[str, Any]:
+def _run_facts(params: Params, study: Any) -> dict[str, Any]:
+    """The Run section: provenance, machine, wall-clock per job, and where the MLflow runs are."""
     import yaml
 
     from saeatlas.report.core_sections import machine, stage_seconds
@@ -27,9 +29,12 @@ def _run_facts(params: Params) -> dict[str, Any]:
     uri = tracking_uri(RESULTS)
     command = (f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:")
                else f"open {uri} in a browser")
+    study_url = (f"http://127.0.0.1:5000/#/experiments/{study.experiment_id}/runs/{study.run_id}"
+                 if study.run_id else None)
     return {"git_commit": prov["git_commit"], "params_hash": prov["params_hash"], "versions": prov["versions"],
             "experiment": experiment_name(params), "tracking_uri": uri, "mlflow_command": command,
-            "machine": machine(), "jobs": stage_seconds(RESULTS / "logs"),
+            "experiment_id": study.experiment_id, "study_run_id": study.run_id, "study_url": study_url,
+            "stage_runs": study.stage_runs, "machine": machine(), "jobs": stage_seconds(RESULTS / "logs"),
             "params_yaml": yaml.safe_dump(dict(params.raw), sort_keys=False)}
 
 
@@ -62,11 +67,12 @@ def _layer_block(params: Params, layer: int, scratch: Path, vocab: Any) -> dict[
 def run(params: Params) -> dict[str, Any]:
     from saeatlas.lm import load_tokenizer
     from saeatlas.report.assemble import headline_metrics, slug_anchor
+    from saeatlas.report.core_sections import machine
     from saeatlas.report.render import copy_static, place_files, render
 
     out = path("report", "site", params)
     partial = out.with_name(out.name + ".partial")
-    with stage_run("report", params, RESULTS) as job:
+    with stage_run("report", params, RESULTS) as job, study_run(params, RESULTS, machine()["device"]) as study:
         shutil.rmtree(partial, ignore_errors=True)
         scratch = partial / "_sources"
         tokenizer = load_tokenizer(model_dir(params))
@@ -83,28 +89,19 @@ def run(params: Params) -> dict[str, Any]:
         copy_static(partial)
         _browser(params, partial / "features", tokenizer)
         render(partial, {"study": params.study.name, "model": params.model.name, "layers": list(params.model.layers),
-                         "sizes": list(sizes(params, "report")), "run": _run_facts(params), "layer_blocks": blocks})
+                         "sizes": list(sizes(params, "report")), "run": _run_facts(params, study),
+                         "layer_blocks": blocks})
         shutil.rmtree(scratch)
         replace_dir(partial, out)
         metrics = headline_metrics(blocks)
         write_metrics(path("report", "metrics", params), metrics)
         job.log_metrics(metrics)
-        _log_study(params, out, metrics)
+        if study.run_id is not None:
+            with tempfile.TemporaryDirectory() as tmp:  # the whole report, browser included, zipped
+                archive = shutil.make_archive(str(Path(tmp) / "report"), "zip", root_dir=out.parent, base_dir=out.name)
+                study.finish(metrics, [out / "index.html", Path(archive)])
         log.info("report: %s (%d sections)", out / "index.html", sum(len(b["sections"]) for b in blocks))
     return metrics
-
-
-def _log_study(params: Params, out: Path, metrics: dict[str, float]) -> None:
-    """The study-level MLflow run, with index.html and the whole report (browser included) zipped."""
-    import tempfile
-
-    from saeatlas.report.core_sections import machine
-
-    if not params.tracking.enabled:
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = shutil.make_archive(str(Path(tmp) / "report"), "zip", root_dir=out.parent, base_dir=out.name)
-        study_run(params, RESULTS, metrics, [out / "index.html", Path(archive)], machine()["device"])
 
 
 def _browser(params: Params, out: Path, tokenizer: Any) -> None:
