@@ -124,3 +124,22 @@ def test_token_bytes_rebuild_the_text_a_tokenizer_encoded(tokenizer) -> None:
     assert any(vocab[i].decode("utf-8", errors="replace") != vocab[i].decode("utf-8", errors="ignore")
                for i in ids)  # some token holds only part of a character
     assert b"".join(vocab[i] for i in ids).decode("utf-8") == text
+
+
+def test_a_lobe_table_without_the_shown_partition_names_file_and_column(tmp_path: Path) -> None:
+    from saeatlas.report.browser_data import lobes_for
+
+    table = tmp_path / "lobe_assignments.csv"
+    table.write_text("feature,lobe_k2\n0,1\n")
+    with pytest.raises(StoreError, match=r"lobe_assignments.csv: no column 'lobe_k8'"):
+        lobes_for(table, 4, 8)
+    assert lobes_for(None, 4, 8) is None  # the lobes stage did not run: no lobe shown
+
+
+def test_a_umap_row_for_a_feature_the_size_lacks_is_damaged_data(tmp_path: Path) -> None:
+    from saeatlas.report.browser_data import umap_for
+
+    table = {"size": np.array([4, 4]), "feature": np.array([0, 7]), "x": np.array([0.0, 1.0]),
+             "y": np.array([0.0, 1.0]), "joint_x": np.array([0.0, np.nan]), "joint_y": np.array([0.0, np.nan])}
+    with pytest.raises(StoreError, match=r"umap.csv: field 'feature' holds 0..7, outside 0..3"):
+        umap_for(table, 4, 4, Path("umap.csv"))

@@ -5,11 +5,12 @@ from disk with no network; headline numbers in ``results/report.metrics.json``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from saeatlas.adapters import RESULTS, model_dir, path, sae_dir, sizes
 from saeatlas.artifacts import provenance, replace_dir, write_metrics
@@ -36,6 +37,18 @@ def _run_facts(params: Params, study: Any) -> dict[str, Any]:
             "experiment_id": study.experiment_id, "study_run_id": study.run_id, "study_url": study_url,
             "stage_runs": study.stage_runs, "machine": machine(), "jobs": stage_seconds(RESULTS / "logs"),
             "params_yaml": yaml.safe_dump(dict(params.raw), sort_keys=False)}
+
+
+@contextlib.contextmanager
+def _removed_on_failure(partial: Path) -> Iterator[None]:
+    """A fresh ``partial`` folder, removed again if the stage fails: a failed report leaves the
+    last good one and nothing half-built beside it."""
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def _layer_block(params: Params, layer: int, scratch: Path, vocab: Any) -> dict[str, Any]:
@@ -72,8 +85,8 @@ def run(params: Params) -> dict[str, Any]:
 
     out = path("report", "site", params)
     partial = out.with_name(out.name + ".partial")
-    with stage_run("report", params, RESULTS) as job, study_run(params, RESULTS, machine()["device"]) as study:
-        shutil.rmtree(partial, ignore_errors=True)
+    with stage_run("report", params, RESULTS) as job, study_run(params, RESULTS, machine()["device"]) as study, \
+            _removed_on_failure(partial):
         scratch = partial / "_sources"
         tokenizer = load_tokenizer(model_dir(params))
         vocab = lambda i: tokenizer.decode([i])  # noqa: E731
