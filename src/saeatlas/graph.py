@@ -30,13 +30,13 @@ NOT_CODE_DEPS = (f"{PACKAGE}.pipeline", f"{PACKAGE}.graph", f"{PACKAGE}.cli", f"
 @dataclass(frozen=True)
 class Shown:
     """How an output appears in Snakemake's own report (``snakemake --report``): its caption file
-    under ``workflow/report/``, its category and, for a directory, which files (``patterns``) or
-    which page (``htmlindex``) to show."""
+    under ``workflow/report/``, its category and, for a directory, which files (``patterns``) to
+    show. (Not the HTML report itself: Snakemake embeds a directory page only in a ``.zip``
+    report, and the single-file ``--report x.html`` must work.)"""
 
     caption: str
     category: str
     patterns: tuple[str, ...] = ()
-    htmlindex: str | None = None
 
 
 @dataclass(frozen=True)

@@ -70,8 +70,7 @@ def report_row(analyses: tuple[str, ...]) -> Stage:
               *(gather(a, o) for a in analyses for o in ("report", "metrics")))
     return core("report", "The study's HTML report and feature browser, opened from disk (results/report/).",
                 (*(k for k in load_core_schema()["properties"] if k != "tracking"), *analyses), inputs,
-                (Output("site", "results/report", directory=True,
-                        shown=Shown("report.rst", "Report", htmlindex="index.html")),
+                (Output("site", "results/report", directory=True),
                  Output("metrics", "results/report.metrics.json", metric=True)),
                 resources=Resources(threads="all", cpus=4, mem_mb=16000, runtime=60),
                 data=("report/templates", "report/assets"))

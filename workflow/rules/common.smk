@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 from snakemake.utils import validate
+from snakemake.exceptions import WorkflowError
 
 from saeatlas import config as saeatlas_config
 from saeatlas.graph import PARAMS_FILE, WILDCARD_LISTS, code_files, gathered_wildcards
@@ -60,7 +61,7 @@ def stage_outputs(name):
         path = directory(_path(o.path)) if o.directory else _path(o.path)
         if o.shown:
             path = report(path, caption=f"../report/{o.shown.caption}", category=o.shown.category,
-                          patterns=list(o.shown.patterns), htmlindex=o.shown.htmlindex)
+                          patterns=list(o.shown.patterns))
         out.append(path)
     return out
 
@@ -85,7 +86,12 @@ def stage_threads(name):
     """Every core the job may use (on SLURM the profile's set-threads, checked against the rows'
     cpus by tests/test_pipeline.py)."""
     threads = STAGE[name].resources.threads
-    return workflow.cores if threads == "all" else threads
+    if threads != "all":
+        return threads
+    try:
+        return workflow.cores
+    except WorkflowError:  # no --cores: `snakemake --report`, `--lint`, a dry run; nothing executes
+        return 1
 
 
 def stage_resources(name):
