@@ -38,6 +38,8 @@ def test_code_dependencies_are_the_import_closure() -> None:
     assert code("lm.py", "sources.py") <= deps["corpus"]
     assert not code("sae/train.py", "evaluate.py", "features.py") & deps["activations"]
     assert "src/saeatlas/data/concepts" in deps["scaling"]
+    # The report imports each analysis's section.py by name: a change to one re-renders it.
+    assert {f"src/saeatlas/analysis/{a.name}/section.py" for a in ANALYSES} <= deps["report"]
     for name, files in deps.items():
         assert not code("pipeline.py", "cli.py", "graph.py") & files, name
         assert all((REPO / f).exists() for f in files), name

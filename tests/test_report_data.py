@@ -68,6 +68,11 @@ def test_cofiring_partners_are_the_top_jaccard_features_by_brute_force(tmp_path:
 def test_top_k_rows_breaks_ties_by_lower_index() -> None:
     score = np.array([[0.5, 0.9, 0.5, 0.1], [0.0, 0.0, 0.0, 0.0]])
     assert top_k_rows(score, 3).tolist() == [[1, 0, 2], [0, 1, 2]]
+    # Ties across the cut: the lowest indices win, whatever the row's length.
+    rng = np.random.default_rng(0)
+    ties = rng.choice([0.0, 0.5, 1.0], size=(200, 40))
+    brute = [sorted(range(40), key=lambda j: (-row[j], j))[:5] for row in ties]
+    assert top_k_rows(ties, 5).tolist() == brute
 
 
 def test_ragged_take_gathers_lists_in_any_row_order() -> None:
@@ -126,12 +131,19 @@ def test_token_bytes_rebuild_the_text_a_tokenizer_encoded(tokenizer) -> None:
     assert b"".join(vocab[i] for i in ids).decode("utf-8") == text
 
 
-def test_a_lobe_table_without_the_shown_partition_names_file_and_column(tmp_path: Path) -> None:
+def test_the_lobe_shown_is_the_nearest_partition_the_table_has(tmp_path: Path) -> None:
     from saeatlas.report.browser_data import lobes_for
 
     table = tmp_path / "lobe_assignments.csv"
-    table.write_text("feature,lobe_k2\n0,1\n")
-    with pytest.raises(StoreError, match=r"lobe_assignments.csv: no column 'lobe_k8'"):
+    table.write_text("feature,lobe_k2,lobe_k4,geom_k8\n0,1,3,0\n2,0,2,1\n")
+    k, lobes = lobes_for(table, 4, 8)  # no k=8 partition (too few features for it): the nearest
+    assert k == 4 and lobes.tolist() == [3, -1, 2, -1]
+    table.write_text("feature,firings\n0,5\n")
+    assert lobes_for(table, 4, 8) is None  # no partition at all
+    table.write_text("\n")
+    assert lobes_for(table, 4, 8) is None  # no feature analysed
+    table.write_text("lobe_k8\n1\n")
+    with pytest.raises(StoreError, match=r"lobe_assignments.csv: no column 'feature'"):
         lobes_for(table, 4, 8)
     assert lobes_for(None, 4, 8) is None  # the lobes stage did not run: no lobe shown
 
@@ -143,3 +155,11 @@ def test_a_umap_row_for_a_feature_the_size_lacks_is_damaged_data(tmp_path: Path)
              "y": np.array([0.0, 1.0]), "joint_x": np.array([0.0, np.nan]), "joint_y": np.array([0.0, np.nan])}
     with pytest.raises(StoreError, match=r"umap.csv: field 'feature' holds 0..7, outside 0..3"):
         umap_for(table, 4, 4, Path("umap.csv"))
+
+
+def test_without_a_joint_map_the_joint_coordinates_are_missing_not_an_error() -> None:
+    from saeatlas.report.browser_data import umap_for
+
+    table = {"size": np.array([4]), "feature": np.array([2]), "x": np.array([0.5]), "y": np.array([1.5])}
+    out = umap_for(table, 4, 4, Path("umap.csv"))
+    assert out[2, :2].tolist() == [0.5, 1.5] and np.isnan(out[2, 2:]).all() and np.isnan(out[0]).all()

@@ -85,6 +85,8 @@ class Stage:
     wildcards: tuple[str, ...] = ()  # one job per combination, e.g. ("layer", "size")
     resources: Resources = field(default_factory=Resources)
     data: tuple[str, ...] = ()  # package data folders it reads, relative to src/saeatlas/
+    # Modules it imports by name at run time (``import_module``), which the import scan cannot see.
+    modules: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -212,6 +214,6 @@ def import_closure(module: str) -> tuple[str, ...]:
 def code_files(stage: Stage) -> tuple[str, ...]:
     """The source files (repository paths) and data folders a stage's outputs depend on."""
     root = _package_root()
-    files = [CODE + path.relative_to(root).as_posix()
-             for path in map(_module_file, import_closure(stage.module)) if path is not None]
+    closure = sorted({m for module in (stage.module, *stage.modules) for m in import_closure(module)})
+    files = [CODE + path.relative_to(root).as_posix() for path in map(_module_file, closure) if path is not None]
     return (*files, *(CODE + d for d in stage.data))

@@ -49,10 +49,11 @@ def analysis(name: str, help: str, params: tuple[str, ...], inputs: tuple[Ref, .
 
 
 def core(name: str, help: str, params: tuple[str, ...], inputs: tuple[Ref, ...], outputs: tuple[Output, ...],
-         wildcards: tuple[str, ...] = (), resources: Resources = Resources(), data: tuple[str, ...] = ()) -> Stage:
+         wildcards: tuple[str, ...] = (), resources: Resources = Resources(), data: tuple[str, ...] = (),
+         modules: tuple[str, ...] = ()) -> Stage:
     """The row of a core stage: its adapter is ``stages/<name>.py``."""
     return Stage(name=name, help=help, run=f"saeatlas.stages.{name}:run", params=params, inputs=inputs,
-                 outputs=outputs, wildcards=wildcards, resources=resources, data=data)
+                 outputs=outputs, wildcards=wildcards, resources=resources, data=data, modules=modules)
 
 
 def report_row(analyses: tuple[str, ...]) -> Stage:
@@ -73,7 +74,8 @@ def report_row(analyses: tuple[str, ...]) -> Stage:
                 (Output("site", "results/report", directory=True),
                  Output("metrics", "results/report.metrics.json", metric=True)),
                 resources=Resources(threads="all", cpus=4, mem_mb=16000, runtime=60),
-                data=("report/templates", "report/assets"))
+                data=("report/templates", "report/assets"),
+                modules=tuple(f"saeatlas.analysis.{a}.section" for a in analyses))
 
 
 CORPUS_FILES = ("train_contexts", "train_doc_ids", "eval_contexts", "eval_doc_ids")

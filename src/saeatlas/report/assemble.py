@@ -5,7 +5,6 @@ with a ``section.py`` shows up here by itself."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import html
 import re
@@ -39,9 +38,13 @@ def analysis_sections(layer: int, sizes: tuple[int, ...], analyses: tuple[Any, .
 
 def top_tokens(contexts: Path, vocabulary: Callable[[int], str], per_feature: int = 3) -> dict[int, str]:
     """Each feature's most activating tokens (the centre tokens of its top contexts), for hovers."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pq.read_table(contexts, columns=["feature", "kind", "rank", "centre", "token_ids"]).to_pydict()
+    table = pq.read_table(contexts, columns=["feature", "kind", "rank", "centre", "token_ids"])
+    # Filtered in Arrow first: the largest size keeps ~20 windows per feature, a few per hover.
+    keep = pc.and_(pc.equal(pc.cast(table["kind"], "string"), "top"), pc.less(table["rank"], per_feature))
+    table = table.filter(keep).to_pydict()
     tokens: dict[int, list[str]] = {}
     for feature, kind, rank, centre, ids in zip(table["feature"], table["kind"], table["rank"], table["centre"],
                                                 table["token_ids"]):
@@ -111,17 +114,3 @@ def headline_metrics(blocks: list[dict[str, Any]]) -> dict[str, float]:
                 label = re.sub(r"[^a-z0-9]+", "_", number.label.lower()).strip("_")
                 out[f"{item['slug'].replace('/', '.')}.{label}"] = float(number.value)
     return out
-
-
-def first_alive_feature(features: Path) -> int:
-    """The most frequently firing feature of a size: where its "browse" link lands."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(features, columns=["feature", "count"]).to_pydict()
-    best = max(range(len(table["feature"])), key=lambda i: table["count"][i], default=0)
-    return int(table["feature"][best]) if table["feature"] else 0
-
-
-def csv_rows(path: Path) -> int:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return max(0, sum(1 for _ in csv.reader(fh)) - 1)

@@ -60,7 +60,7 @@ class LayerInputs:
     matches: Path | None
     neighbours: Path | None
     umap: Path | None
-    lobe_k: int
+    lobe_k: int  # the lobe partition a page names (the nearest k the lobes table has)
 
 
 def existing(path: Path | None) -> Path | None:
@@ -146,7 +146,8 @@ def write_size(out: Path, layer: int, data: SizeData, words: list[str], raw: lis
     alive = int((data.features.count > 0).sum())
     first_alive = int(np.argmax(data.features.count)) if data.n else 0
     return {"size": data.size, "n": data.n, "alive": alive, "chunks": chunks, "busiest": first_alive,
-            "bytes": written, "has_parents": data.parents is not None, "has_children": data.children is not None}
+            "bytes": written, "has_parents": data.parents is not None, "has_children": data.children is not None,
+            "lobe_k": None if data.lobes is None else data.lobes[0]}
 
 
 def build_layer(out: Path, layer: LayerInputs, words: list[str], raw: list[bytes]) -> dict[str, Any]:
@@ -162,7 +163,7 @@ def build_layer(out: Path, layer: LayerInputs, words: list[str], raw: list[bytes
         coords = np.stack([tables["umap"]["joint_x"].astype(np.float64),
                            tables["umap"]["joint_y"].astype(np.float64)], axis=1)
         umap = umap_thumbnail(coords, [e["size"] for e in entries], out / "data" / f"layer{layer.layer}" / "umap.png")
-    return {"layer": layer.layer, "sizes": entries, "umap": umap, "lobe_k": layer.lobe_k}
+    return {"layer": layer.layer, "sizes": entries, "umap": umap}
 
 
 def build_browser(out: Path, layers: tuple[LayerInputs, ...], token_bytes: list[bytes]) -> dict[str, Any]:

@@ -1,16 +1,19 @@
 """One chunk of the feature browser's data as plain lists and dicts, ready for ``js_literal``.
 
-The record of a feature (what ``feature.js`` reads; every number rounded so that the files stay
-small, every string raw: escaping happens once, when the chunk is serialised):
+The record of a feature (what ``assets/browser/browser.js`` reads; every number rounded so that
+the files stay small, every string raw: escaping happens once, when the chunk is serialised):
 
 - ``id, count, density, mean, max``; ``hist``: ``{"max": m, "counts": [...]}`` (linear bins 0..m);
 - ``logit_top`` / ``logit_bottom``: ``[[token_id, value], ...]`` (token text from ``vocab.js``);
 - ``top``: ``[context, ...]``; ``quantiles``: ``[[bin, [context, ...]], ...]``, where a context is
   ``[activation, doc_id, position, centre, [token_id, ...], [token_activation, ...]]``;
-- ``neighbours``: ``[[feature, cos], ...]``; ``cofiring``: ``[[feature, shared, p_other_given_this,
-  jaccard], ...]``; ``parent``: ``{"size", "id", "cos", "class"}``; ``children``: ``{"size",
-  "items": [[feature, cos, class], ...]}``; ``umap``: ``[x, y, joint_x, joint_y]``; ``lobe``.
-  Each of the last six is ``null`` when its table was not given.
+- ``neighbours``: ``[[feature, cos], ...]`` (null without the neighbours table); ``cofiring``:
+  ``[[feature, shared, p_other_given_this, jaccard], ...]`` (empty when it never fired);
+  ``parent``: ``{"size", "id", "cos", "class"}`` (null for the smallest size, without the
+  splitting table, or without a match); ``children``: ``{"size", "items": [[feature, cos,
+  class], ...]}`` (null for the largest size or without the table); ``umap``: ``[x, y,
+  joint_x, joint_y]`` (null without the table; a coordinate is null where no map placed it);
+  ``lobe`` (null without the lobes table or for a feature the lobes stage did not analyse).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class SizeData:
     parents: Related | None
     children: Related | None
     umap: np.ndarray | None
-    lobes: np.ndarray | None
+    lobes: tuple[int, np.ndarray] | None  # (k of the partition shown, lobe per feature)
 
     @property
     def n(self) -> int:
@@ -181,7 +184,8 @@ def chunk_records(data: SizeData, first: int, stop: int) -> list[dict[str, Any]]
             "top": contexts[j][0], "quantiles": contexts[j][1],
             "neighbours": neighbour_list(data.neighbours, f), "cofiring": cofiring_list(data.cofiring, f),
             "parent": parent_of(data.parents, f), "children": children_of(data.children, f),
-            "umap": optional_row(data.umap, f), "lobe": optional_row(data.lobes, f),
+            "umap": optional_row(data.umap, f),
+            "lobe": None if data.lobes is None else optional_row(data.lobes[1], f),
         })
     return out
 

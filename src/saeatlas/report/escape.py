@@ -1,10 +1,9 @@
 """Untrusted text (corpus windows, tokens, file names) on its way into HTML and JavaScript.
 
-HTML goes through Jinja2 with autoescape on. Data for scripts goes into ``.js`` files or
-``<script type="application/json">`` blocks as JSON in which ``<``, ``>``, ``&``, U+2028 and
-U+2029 are ``\\u`` escapes: the result is still valid JSON (and a valid JS literal) but can never
-close a ``<script>`` element or open a comment, whatever the strings hold. Scripts then put
-strings into the page with ``textContent``, never ``innerHTML``.
+HTML goes through Jinja2 with autoescape on. Data for scripts goes into ``.js`` files as JSON in
+which ``<``, ``>``, ``&``, U+2028 and U+2029 are ``\\u`` escapes: the result is still valid JSON
+(and a valid JS literal) but can never close a ``<script>`` element or open a comment, whatever
+the strings hold. Scripts then put strings into the page with ``textContent``, never ``innerHTML``.
 """
 
 from __future__ import annotations

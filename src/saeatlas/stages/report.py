@@ -51,10 +51,10 @@ def _removed_on_failure(partial: Path) -> Iterator[None]:
         raise
 
 
-def _layer_block(params: Params, layer: int, scratch: Path, vocab: Any) -> dict[str, Any]:
+def _layer_block(params: Params, layer: int, scratch: Path, vocab: Any, busiest: dict[int, int]) -> dict[str, Any]:
     from saeatlas.pipeline import ANALYSES
-    from saeatlas.report.assemble import (analysis_sections, first_alive_feature, joint_map_figure,
-                                          joint_map_section, quality_table, top_tokens)
+    from saeatlas.report.assemble import (analysis_sections, joint_map_figure, joint_map_section, quality_table,
+                                          top_tokens)
     from saeatlas.report.core_sections import QUALITY_COLUMNS, quality_section, read_json
     from saeatlas.report.render import Placed
 
@@ -66,14 +66,15 @@ def _layer_block(params: Params, layer: int, scratch: Path, vocab: Any) -> dict[
                                     read_json(where("activations", "metrics", layer=layer)), training_dir)
     placed = [Placed(quality, training_dir, f"layer{layer}/training", layer)]
     placed += analysis_sections(layer, ns, ANALYSES, where)
-    tokens = {n: top_tokens(where("features", "contexts", layer=layer, size=n), vocab) for n in ns}
     map_dir = scratch / f"layer{layer}" / "map"
     umap_csv = where("neighbours", "report", layer=layer) / "tables" / "umap_coordinates.csv"
-    if umap_csv.is_file() and joint_map_figure(umap_csv, layer, ns, tokens, map_dir):
+    tokens = (lambda: {n: top_tokens(where("features", "contexts", layer=layer, size=n), vocab) for n in ns})
+    if umap_csv.is_file() and joint_map_figure(umap_csv, layer, ns, tokens(), map_dir):
         placed.append(Placed(joint_map_section(map_dir, sum(ns), layer), map_dir, f"layer{layer}/map", layer))
     placed.sort(key=lambda p: p.section.order)
-    first = {n: first_alive_feature(where("features", "features", layer=layer, size=n)) for n in ns}
-    table = quality_table(rows, QUALITY_COLUMNS, lambda n: f"features/feature.html?size={n}&id={first[n]}&layer={layer}")
+    # Each size's row opens the browser at its most frequently firing feature.
+    table = quality_table(rows, QUALITY_COLUMNS,
+                          lambda n: f"features/feature.html?size={n}&id={busiest[n]}&layer={layer}")
     return {"layer": layer, "placed": placed, "sizes_table": table}
 
 
@@ -90,9 +91,12 @@ def run(params: Params) -> dict[str, Any]:
         scratch = partial / "_sources"
         tokenizer = load_tokenizer(model_dir(params))
         vocab = lambda i: tokenizer.decode([i])  # noqa: E731
+        browser = _browser(params, partial / "features", tokenizer)
         blocks = []
         for layer in params.model.layers:
-            block = _layer_block(params, layer, scratch, vocab)
+            busiest = {s["size"]: s["busiest"] for entry in browser["layers"] if entry["layer"] == layer
+                       for s in entry["sizes"]}
+            block = _layer_block(params, layer, scratch, vocab, busiest)
             sections = []
             for placed in block["placed"]:
                 sections.append({"section": placed.section, "slug": placed.slug, "anchor": slug_anchor(placed.slug),
@@ -100,24 +104,23 @@ def run(params: Params) -> dict[str, Any]:
                                  "sizes_table": block["sizes_table"] if placed.slug.endswith("/training") else None})
             blocks.append({"layer": layer, "sections": sections})
         copy_static(partial)
-        _browser(params, partial / "features", tokenizer)
         render(partial, {"study": params.study.name, "model": params.model.name, "layers": list(params.model.layers),
                          "sizes": list(sizes(params, "report")), "run": _run_facts(params, study),
                          "layer_blocks": blocks})
         shutil.rmtree(scratch)
-        replace_dir(partial, out)
         metrics = headline_metrics(blocks)
-        write_metrics(path("report", "metrics", params), metrics)
         job.log_metrics(metrics)
-        if study.run_id is not None:
+        if study.run_id is not None:  # before publishing: a failed upload leaves the last good report
             with tempfile.TemporaryDirectory() as tmp:  # the whole report, browser included, zipped
-                archive = shutil.make_archive(str(Path(tmp) / "report"), "zip", root_dir=out.parent, base_dir=out.name)
-                study.finish(metrics, [out / "index.html", Path(archive)])
+                archive = shutil.make_archive(str(Path(tmp) / "report"), "zip", root_dir=partial)
+                study.finish(metrics, [partial / "index.html", Path(archive)])
+        replace_dir(partial, out)
+        write_metrics(path("report", "metrics", params), metrics)
         log.info("report: %s (%d sections)", out / "index.html", sum(len(b["sections"]) for b in blocks))
     return metrics
 
 
-def _browser(params: Params, out: Path, tokenizer: Any) -> None:
+def _browser(params: Params, out: Path, tokenizer: Any) -> dict[str, Any]:
     """The feature browser (``report/browser.py``): every layer, every size."""
     from saeatlas.report.browser import LayerInputs, SizeInputs, build_browser
     from saeatlas.tokenise import token_bytes
@@ -136,4 +139,4 @@ def _browser(params: Params, out: Path, tokenizer: Any) -> None:
         layers.append(LayerInputs(layer=layer, sizes=size_inputs, matches=tables("splitting") / "matches.csv",
                                   neighbours=tables("neighbours") / "neighbours.csv",
                                   umap=tables("neighbours") / "umap_coordinates.csv", lobe_k=lobe_k))
-    build_browser(out, tuple(layers), token_bytes(tokenizer))
+    return build_browser(out, tuple(layers), token_bytes(tokenizer))

@@ -32,7 +32,9 @@ function el(tag, props, children) {
 function fmt(x, digits) {
   if (x === null || x === undefined) { return "n/a"; }
   if (Number.isInteger(x) && Math.abs(x) >= 1000) { return x.toLocaleString("en-US"); }
-  return Number(x).toPrecision(digits || 3).replace(/\.?0+(e|$)/, "$1");
+  if (Number.isInteger(x)) { return String(x); }
+  // Trailing zeros of the fraction only ("2.50" -> "2.5", "1.00e-5" -> "1e-5"; "100" stays).
+  return Number(x).toPrecision(digits || 3).replace(/(\.\d*?)0+(?=e|$)/, "$1").replace(/\.(?=e|$)/, "");
 }
 
 function loadScript(src) {
@@ -51,8 +53,10 @@ function featureHref(layer, size, id) {
 }
 
 function featureLink(layer, size, id, label) {
+  var multi = SA.index && SA.index.layers.length > 1;
   return el("a", {href: featureHref(layer, size, id), class: "flink", "data-size": String(size),
-                  "data-id": String(id), text: label || ("n=" + size + " #" + id)});
+                  "data-id": String(id), "data-layer": String(layer),
+                  text: label || ((multi ? "L" + layer + " " : "") + "n=" + size + " #" + id)});
 }
 
 function setState(state, message) {
@@ -66,7 +70,9 @@ function setState(state, message) {
 
 // ---------------------------------------------------------------- text as the corpus holds it
 
-var INVISIBLE = /[\u00AD\u061C\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2064\u2066-\u2069\uFEFF]/;
+// Format characters (bidi controls, zero-width, soft hyphen, tags), line/paragraph separators and
+// private-use characters: invisible or layout-changing, so shown by code point.
+var INVISIBLE = /[\p{Cf}\p{Zl}\p{Zp}\p{Co}]/u;
 
 function hex(code) { return "U+" + code.toString(16).toUpperCase().padStart(4, "0"); }
 
@@ -163,11 +169,12 @@ function searchEntries(rows) {
 
 var SEARCH_LIMIT = 200;
 
-// Ranks: id match 0; a token equal to the query 1; a token containing it 2; the context text 3.
-function matchRank(entry, q, lower) {
+// Ranks: a token equal to the query 1; a token containing it 2; the context text 3 (id matches
+// are listed before all of them).
+function matchRank(entry, lower) {
   var tokens = entry[2];
   var i;
-  for (i = 0; i < tokens.length; i++) { if (tokens[i].trim().toLowerCase() === lower.trim()) { return 1; } }
+  for (i = 0; i < tokens.length; i++) { if (tokens[i].trim().toLowerCase() === lower) { return 1; } }
   for (i = 0; i < tokens.length; i++) { if (tokens[i].toLowerCase().indexOf(lower) >= 0) { return 2; } }
   if (entry[3].toLowerCase().indexOf(lower) >= 0) { return 3; }
   return -1;
@@ -181,25 +188,31 @@ function runSearch(q) {
   document.getElementById("results").hidden = false;
   list.textContent = "";
   title.textContent = "Searching\u2026";
+  // "512:17" or "17": that id (in that size, or in every size), listed first; a number is also
+  // searched as text ("1999" may be a token).
+  var byId = [];
   if (idMatch) {
     var size = idMatch[1] ? Number(idMatch[1]) : null;
     var id = Number(idMatch[2]);
-    var found = rows.filter(function (r) { return id < r.size.n && (size === null || r.size.size === size); });
-    found.forEach(function (r) { list.appendChild(el("li", {}, [featureLink(r.layer, r.size.size, id)])); });
-    title.textContent = found.length + " feature(s) with id " + id;
-    return Promise.resolve();
+    byId = rows.filter(function (r) { return id < r.size.n && (size === null || r.size.size === size); });
+    byId.forEach(function (r) { list.appendChild(el("li", {class: "id-hit"}, [featureLink(r.layer, r.size.size, id)])); });
+    if (idMatch[1]) {
+      title.textContent = byId.length + " feature(s) with id " + id + " in n=" + size;
+      return Promise.resolve();
+    }
   }
-  var lower = q.toLowerCase();
+  var lower = q.trim().toLowerCase();
   return searchEntries(rows).then(function () {
     var hits = [];
     rows.forEach(function (r) {
       (SA.search[r.layer + "/" + r.size.size] || []).forEach(function (entry) {
-        var rank = matchRank(entry, q, lower);
+        var rank = matchRank(entry, lower);
         if (rank > 0) { hits.push({rank: rank, layer: r.layer, size: r.size.size, entry: entry}); }
       });
     });
     hits.sort(function (a, b) { return a.rank - b.rank || b.entry[1] - a.entry[1] || a.size - b.size; });
-    title.textContent = hits.length + " feature(s) match \u201C" + visible(q) + "\u201D" +
+    title.textContent = (byId.length ? byId.length + " feature(s) with that id; " : "") + hits.length +
+      " feature(s) match \u201C" + visible(q) + "\u201D" +
       (hits.length > SEARCH_LIMIT ? " (first " + SEARCH_LIMIT + " shown)" : "");
     hits.slice(0, SEARCH_LIMIT).forEach(function (h) {
       var tokens = h.entry[2].slice(0, 8).map(function (t) { return "\u2039" + visible(t) + "\u203A"; }).join(" ");
@@ -217,7 +230,7 @@ function runSearch(q) {
 function requested() {
   var p = new URLSearchParams(window.location.search);
   var layers = SA.index.layers;
-  var layerNo = p.has("layer") ? Number(p.get("layer")) : (layers[0] && layers[0].layer);
+  var layerNo = p.get("layer") ? Number(p.get("layer")) : (layers[0] && layers[0].layer);
   var layer = layers.filter(function (l) { return l.layer === layerNo; })[0];
   if (!layer) { return {error: "This study has no layer " + p.get("layer") + "."}; }
   var size = Number(p.get("size"));
@@ -306,7 +319,7 @@ function linkList(items, layer, size, label) {
 
 function umapThumb(layer, rec) {
   var u = layer.umap;
-  if (!u || !rec.umap) { return el("p", {class: "muted", text: "Not on the joint map (the neighbours stage gave it no joint coordinates)."}); }
+  if (!u || !rec.umap || rec.umap[2] === null || rec.umap[3] === null) { return el("p", {class: "muted", text: "Not on the joint map (the neighbours stage gave it no joint coordinates)."}); }
   var jx = rec.umap[2], jy = rec.umap[3];
   var box = el("div", {class: "umap", style: "width:" + u.width + "px;height:" + u.height + "px"});
   box.appendChild(el("img", {src: "data/layer" + layer.layer + "/" + u.png, alt: "joint UMAP of all sizes",
@@ -334,8 +347,9 @@ function renderFeature(req, rec) {
     el("dt", {text: "density"}), el("dd", {text: fmt(rec.density)}),
     el("dt", {text: "mean activation"}), el("dd", {text: fmt(rec.mean)}),
     el("dt", {text: "max activation"}), el("dd", {text: fmt(rec.max)}),
-    el("dt", {text: "lobe (k=" + req.layerIndex.lobe_k + ")"}),
-    el("dd", {id: "lobe", text: rec.lobe === null ? "not assigned (too few co-firing blocks)" : String(rec.lobe)})]));
+    el("dt", {text: req.size.lobe_k === null ? "lobe" : "lobe (k=" + req.size.lobe_k + ")"}),
+    el("dd", {id: "lobe", text: req.size.lobe_k === null ? "no lobes table (the lobes stage did not run)"
+      : rec.lobe === null ? "not analysed (too few co-firing blocks)" : String(rec.lobe)})]));
   var grid = el("div", {class: "grid"});
   grid.appendChild(section("Activations", [histogram(rec.hist, rec.count)], "hist"));
   grid.appendChild(section("Logit lens", [el("div", {class: "two"}, [
@@ -375,14 +389,13 @@ function renderFeature(req, rec) {
   }
   if (!family.length) { family.push(el("p", {class: "muted", text: "The splitting stage has no other size to link."})); }
   rel.appendChild(section("Across sizes", family, "family"));
-  rel.appendChild(section("Joint UMAP", [umapThumb(req.layerIndex, rec)], "umap"));
+  rel.appendChild(section("Joint UMAP", [umapThumb(req.layer, rec)], "umap"));
   main.appendChild(rel);
 }
 
 function showFeature() {
   var req = requested();
   if (req.error) { setState("error", req.error); return Promise.resolve(); }
-  req.layerIndex = req.layer;
   var c = Math.floor(req.id / SA.index.chunk);
   var key = req.layer.layer + "/" + req.size.size + "/" + c;
   var src = "data/layer" + req.layer.layer + "/n" + req.size.size + "/chunk-" + String(c).padStart(5, "0") + ".js";
