@@ -163,3 +163,17 @@ def test_without_a_joint_map_the_joint_coordinates_are_missing_not_an_error() ->
     table = {"size": np.array([4]), "feature": np.array([2]), "x": np.array([0.5]), "y": np.array([1.5])}
     out = umap_for(table, 4, 4, Path("umap.csv"))
     assert out[2, :2].tolist() == [0.5, 1.5] and np.isnan(out[2, 2:]).all() and np.isnan(out[0]).all()
+
+
+def test_a_jobs_wall_clock_runs_to_its_logs_last_write(tmp_path: Path) -> None:
+    """A stage whose log ends in a progress bar (no timestamp) still gets its whole duration."""
+    import os
+    from datetime import datetime
+
+    from saeatlas.report.core_sections import stage_seconds
+
+    log = tmp_path / "train_sae-layer15-size8.log"
+    log.write_text("2026-01-02 10:00:00,000 INFO saeatlas: start\ntraining: 100%|####| 5/5\n")
+    end = datetime(2026, 1, 2, 10, 20, 30).timestamp()
+    os.utime(log, (end, end))
+    assert stage_seconds(tmp_path) == [{"job": "train_sae-layer15-size8", "seconds": 1230.0}]

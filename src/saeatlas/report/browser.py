@@ -96,7 +96,9 @@ def umap_thumbnail(coords: np.ndarray, sizes: list[int], path: Path) -> dict[str
     if not finite.any():
         return None
     pts = coords[finite]
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    # The central 99% sets the frame (a few far outliers would squeeze the cloud into a strip);
+    # a page pins a feature outside it to the edge.
+    lo, hi = np.percentile(pts, 0.5, axis=0), np.percentile(pts, 99.5, axis=0)
     pad = (hi - lo) * 0.03 + 1e-9
     lo, hi = lo - pad, hi + pad
     width, height, dpi = 360, 300, 100

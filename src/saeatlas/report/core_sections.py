@@ -37,13 +37,17 @@ def _curves_figure(curves: Mapping[int, list[dict[str, str]]]) -> Any:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    import plotly.colors
+
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training FVU (batch)", "dead fraction"))
-    for size, rows in curves.items():
+    palette = plotly.colors.qualitative.Plotly
+    for i, (size, rows) in enumerate(curves.items()):
+        line = {"color": palette[i % len(palette)]}  # one colour per size in both panels
         tokens = [float(r["tokens"]) for r in rows]
         fig.add_trace(go.Scatter(x=tokens, y=[float(r["fvu"]) for r in rows], name=f"n={size}", mode="lines",
-                                 legendgroup=str(size)), row=1, col=1)
+                                 legendgroup=str(size), line=line), row=1, col=1)
         fig.add_trace(go.Scatter(x=tokens, y=[float(r["dead_fraction"]) for r in rows], name=f"n={size}",
-                                 mode="lines", legendgroup=str(size), showlegend=False), row=1, col=2)
+                                 mode="lines", legendgroup=str(size), showlegend=False, line=line), row=1, col=2)
     fig.update_xaxes(title_text="training tokens")
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_layout(height=360, margin={"t": 40, "l": 50, "r": 10, "b": 40})
@@ -109,7 +113,8 @@ def _g(value: Any) -> str:
 
 
 def stage_seconds(logs: Path) -> list[dict[str, Any]]:
-    """Wall-clock seconds of every job, from the first and last timestamps of its log file."""
+    """Wall-clock seconds of every job: from the first timestamp of its log to the log's last
+    write (its mtime: a stage's last output is often a progress bar, which has no timestamp)."""
     from datetime import datetime
 
     out = []
@@ -121,7 +126,8 @@ def stage_seconds(logs: Path) -> list[dict[str, Any]]:
             except ValueError:
                 continue
         if stamps:
-            out.append({"job": log.stem, "seconds": round((stamps[-1] - stamps[0]).total_seconds(), 1)})
+            end = max(stamps[-1], datetime.fromtimestamp(log.stat().st_mtime))
+            out.append({"job": log.stem, "seconds": round((end - stamps[0]).total_seconds(), 1)})
     return out
 
 

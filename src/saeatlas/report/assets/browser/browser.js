@@ -324,7 +324,9 @@ function umapThumb(layer, rec) {
   var box = el("div", {class: "umap", style: "width:" + u.width + "px;height:" + u.height + "px"});
   box.appendChild(el("img", {src: "data/layer" + layer.layer + "/" + u.png, alt: "joint UMAP of all sizes",
                              width: String(u.width), height: String(u.height)}));
-  var px = (jx - u.x[0]) / (u.x[1] - u.x[0]) * u.width, py = (1 - (jy - u.y[0]) / (u.y[1] - u.y[0])) * u.height;
+  var clamp = function (v, hi) { return Math.min(Math.max(v, 0), hi); };  // beyond the frame: at its edge
+  var px = clamp((jx - u.x[0]) / (u.x[1] - u.x[0]) * u.width, u.width);
+  var py = clamp((1 - (jy - u.y[0]) / (u.y[1] - u.y[0])) * u.height, u.height);
   box.appendChild(el("span", {class: "marker", style: "left:" + (px - 6).toFixed(1) + "px;top:" + (py - 6).toFixed(1) + "px",
                               title: "this feature (" + fmt(jx) + ", " + fmt(jy) + ")"}));
   return box;
