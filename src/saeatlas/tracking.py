@@ -164,13 +164,14 @@ def stage_run(stage: str, params: Params, results: Path, wildcards: Mapping[str,
 @dataclass
 class StudyRun:
     """The study-level run while the report is built: its ids (the report prints them) and the
-    stage runs of the same params it links to (name, run id)."""
+    stage runs of the same params it links to (name, run id, wall-clock seconds or None while a
+    run is open)."""
 
     client: Any
     results: Path
     experiment_id: str | None = None
     run_id: str | None = None
-    stage_runs: list[tuple[str, str]] = field(default_factory=list)
+    stage_runs: list[tuple[str, str, float | None]] = field(default_factory=list)
 
     def finish(self, metrics: Mapping[str, float], artifacts: list[Path]) -> None:
         """Log the headline metrics and the report's files, link the stage runs, close the run."""
@@ -183,7 +184,7 @@ class StudyRun:
         with _locked(self.results):
             for i in range(0, len(values), 500):
                 self.client.log_batch(self.run_id, metrics=values[i:i + 500])
-            for _, stage_run_id in self.stage_runs:
+            for _, stage_run_id, _ in self.stage_runs:
                 self.client.set_tag(stage_run_id, "saeatlas.study_run", self.run_id)
             self.client.set_tag(self.run_id, "saeatlas.stage_runs", str(len(self.stage_runs)))
         for path in artifacts:  # outside the lock: copying a large zip must not block other stages
@@ -218,9 +219,10 @@ def study_run(params: Params, results: Path, device: str) -> Iterator[StudyRun]:
         client = MlflowClient(tracking_uri=uri)
         exp_id = _experiment_id(client, experiment_name(params), uri, results)
         query = f"tags.params_hash = '{prov['params_hash']}' and tags.params_file = '{params.path}'"
-        stage_runs = [(r.info.run_name, r.info.run_id) for r in client.search_runs([exp_id], filter_string=query,
-                                                                                   max_results=5000)
-                      if r.data.tags.get("saeatlas.kind") != "study"]
+        found = client.search_runs([exp_id], filter_string=query, max_results=5000)
+        stage_runs = [(r.info.run_name, r.info.run_id,
+                       None if not r.info.end_time else round((r.info.end_time - r.info.start_time) / 1000, 1))
+                      for r in found if r.data.tags.get("saeatlas.kind") != "study"]
         run_id = client.create_run(exp_id, run_name=f"study[{prov['params_hash']}]", tags=tags).info.run_id
         items = [Param(metric_key(k), str(v)[:6000]) for k, v in sorted(flatten(params.raw).items())]
         for i in range(0, len(items), 100):
