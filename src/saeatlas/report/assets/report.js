@@ -8,7 +8,26 @@ function saeatlasFeatureUrl(size, id, layer) {
     (layer !== null && layer !== undefined ? "&layer=" + encodeURIComponent(String(layer)) : "");
 }
 
+// Figures are queued as their files load and drawn one at a time after the page's load event:
+// the text and tables are readable at once, and no single long task blocks the page.
+var saeatlasQueue = [];
+var saeatlasLoaded = false;
+
+function saeatlasDrawNext() {
+  var next = saeatlasQueue.shift();
+  if (!next) { return; }
+  saeatlasDraw(next[0], next[1], next[2]);
+  setTimeout(saeatlasDrawNext, 0);
+}
+
+window.addEventListener("load", function () { saeatlasLoaded = true; setTimeout(saeatlasDrawNext, 0); });
+
 window.saeatlasFigure = function (id, figure, layer) {
+  saeatlasQueue.push([id, figure, layer]);
+  if (saeatlasLoaded && saeatlasQueue.length === 1) { setTimeout(saeatlasDrawNext, 0); }
+};
+
+function saeatlasDraw(id, figure, layer) {
   var el = document.getElementById(id);
   if (!el || typeof Plotly === "undefined") { return; }
   var layout = figure.layout || {};
@@ -29,4 +48,4 @@ window.saeatlasFigure = function (id, figure, layer) {
       window.location.href = saeatlasFeatureUrl(cd[0], cd[1], cd.length > 2 ? cd[2] : layer);
     });
   });
-};
+}
