@@ -10,6 +10,10 @@ TORCH ?= torch==2.13.0
 CORES ?= all
 PARAMS ?= params.yaml
 
+# Debian's Chromium drives the report's browser tests (Playwright cannot download its own here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 .PHONY: study test install install-test lint clean-venv
 
 $(VENV)/bin/python:
@@ -27,16 +31,22 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) -e ".[test,bench]"
 	touch $@
 
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "Chromium is needed for the report tests: install it and set CHROMIUM=/path/to/chromium"; exit 1; }
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test $(CHROMIUM)
 
 ## Run the whole study on the default parameters (PARAMS=params/smoke.yaml for the quick one).
 study: $(VENV)/.installed
 	. $(VENV)/bin/activate && snakemake --cores $(CORES) --configfile $(PARAMS)
 
 ## Install with test extras and run the test suite.
-test: $(VENV)/.installed-test
-	. $(VENV)/bin/activate && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python -m pytest -q --durations=25
+test: $(VENV)/.installed-test $(CHROMIUM)
+	. $(VENV)/bin/activate && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SAEATLAS_CHROMIUM=$(CHROMIUM) \
+		python -m pytest -q --durations=25
 
 lint: $(VENV)/.installed
 	. $(VENV)/bin/activate && snakemake --lint && python -m saeatlas generate --check

@@ -112,7 +112,9 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh clone-like copy (a git repo) whose params.yaml is params/smoke.yaml, on which
     `snakemake --configfile params.yaml` (what `make study PARAMS=params.yaml` runs) has built the
     whole study; its success hook recorded the build in DVC. Read it; to change it, clone it
-    (``clone_study``)."""
+    (``clone_study``). ``SAEATLAS_SMOKE_STUDY=<dir>`` reuses one already built (while developing)."""
+    if os.environ.get("SAEATLAS_SMOKE_STUDY"):
+        return Path(os.environ["SAEATLAS_SMOKE_STUDY"])
     proj = copy_project(tmp_path_factory.mktemp("smoke"))
     git_commit_all(proj)
     run_tool([tool("snakemake"), "--cores", "2", "--configfile", "params.yaml"], proj)

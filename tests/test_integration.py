@@ -356,7 +356,8 @@ def test_mlflow_server_serves_the_stage_runs(snakemake_project: Path) -> None:
         assert len(tags["git_commit"]) >= 7 and tags["layer"] == "15"
         stages = get_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
         stage_tags = {next(t["value"] for t in r["data"]["tags"] if t["key"] == "stage") for r in stages}
-        assert stage_tags == {s.name for s in STAGES}
+        assert stage_tags == {s.name for s in STAGES} | {"study"}
+        check_study_run(base, exp, stages, proj)
 
         # Training: one parent run per layer, one child per size, each with its curve over tokens.
         found = get_json(f"{base}/api/2.0/mlflow/runs/search",
@@ -378,6 +379,45 @@ def test_mlflow_server_serves_the_stage_runs(snakemake_project: Path) -> None:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_snakemakes_own_report_shows_the_main_outputs_with_their_captions(snakemake_project: Path,
+                                                                           tmp_path: Path) -> None:
+    """`snakemake --report` works on the built study: the outputs the stage table marks ``shown``
+    appear with their captions from workflow/report/*.rst."""
+    target = tmp_path / "snakemake-report.html"
+    run_tool([tool("snakemake"), "--configfile", "params.yaml", "--report", str(target)], snakemake_project)
+    html = target.read_text(encoding="utf-8", errors="replace")
+    assert len(html) > 100_000
+    for caption in ("Training curve of the SAE with", "Firing-density histogram", "Feature splitting across",
+                    "Functional lobes of the"):
+        assert caption in html, caption
+
+
+def check_study_run(base: str, exp: dict, runs: list[dict], proj: Path) -> None:
+    """The report's study-level run: the experiment opens on training runs; one study run per study
+    execution with every parameter, the headline metrics of the report, its tags, the report as
+    artifacts, and every stage run of the same params linked to it."""
+    from saeatlas import config
+
+    exp_tags = {t["key"]: t["value"] for t in exp.get("tags", [])}
+    assert exp_tags.get("mlflow.experimentKind") == "custom_model_development"
+    study = [r for r in runs if any(t["key"] == "saeatlas.kind" and t["value"] == "study" for t in r["data"]["tags"])]
+    assert len(study) == 1
+    run_ = study[0]
+    tags = {t["key"]: t["value"] for t in run_["data"]["tags"]}
+    params = config.load(proj / "params.yaml")
+    assert tags["params_hash"] == params.hash() and tags["host"] and tags["device"] == "cpu"
+    logged = {p["key"]: p["value"] for p in run_["data"]["params"]}
+    assert len(logged) == len(config.flatten(params.raw)) and logged["sae.k"] == str(params.sae.k)
+    metrics = {m["key"]: m["value"] for m in run_["data"]["metrics"]}
+    headline = json.loads((proj / "results/report.metrics.json").read_text())
+    assert metrics == pytest.approx(headline) and "layer15.training.held_out_fvu_n_256" in metrics
+    files = get_json(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_['info']['run_id']}")["files"]
+    assert {f["path"] for f in files} == {"index.html", "report.zip"}
+    linked = [r for r in runs if r is not run_]
+    assert linked and all({t["key"]: t["value"] for t in r["data"]["tags"]}.get("saeatlas.study_run")
+                          == run_["info"]["run_id"] for r in linked)
 
 
 def ran_stages(output: str) -> set[str]:
@@ -424,18 +464,18 @@ def test_dvc_continues_from_the_snakemake_study_and_reruns_only_affected_stages(
     ActivationStore.open(proj / STORE / "train", verify=True)
     assert "up to date" in run([tool("dvc"), "status"], proj).stdout
 
-    # One analysis key: that analysis alone (nothing reads an analysis's output yet).
+    # One analysis key: that analysis and the report that shows it.
     one = run([tool("dvc"), "exp", "run", "-S", "splitting.child_cos=0.4"], proj)
-    assert ran_stages(one.stdout) == jobs_of(downstream({"splitting"})) == {"splitting@15"}, one.stdout
+    assert ran_stages(one.stdout) == jobs_of(downstream({"splitting"})) == {"splitting@15", "report"}, one.stdout
     # How examples are shown changes the browser tables, not the codes, so no analysis that reads
     # the codes re-runs; an evaluation knob re-runs the evaluations, never training. (One
     # experiment sets both: a DVC run fewer; it cannot tell which key re-ran which stage, but shows
     # that neither reaches further.) crystals re-runs too: DVC has no gather, so crystals depends
     # on the SAE layer directory, which evaluate writes into (pipeline.dvc_inputs).
     shown_only = run([tool("dvc"), "exp", "run", "-S", "features.top_n=3", "-S", "evaluate.ce_contexts=4"], proj)
-    assert ran_stages(shown_only.stdout) == jobs_of({"features", "evaluate", "crystals"}), shown_only.stdout
+    assert ran_stages(shown_only.stdout) == jobs_of({"features", "evaluate", "crystals", "report"}), shown_only.stdout
     assert "ce_contexts: 4" in (proj / "params.yaml").read_text()
-    # A key no stage reads re-runs nothing.
+    # A key no stage reads re-runs nothing (tracking is how runs are recorded, not what they compute).
     untouched = run([tool("dvc"), "exp", "run", "-S", "tracking.enabled=false"], proj)
     assert ran_stages(untouched.stdout) == set(), untouched.stdout
     # An SAE knob re-runs training and everything after it, never the LM stages.
@@ -443,7 +483,7 @@ def test_dvc_continues_from_the_snakemake_study_and_reruns_only_affected_stages(
     assert ran_stages(retrain.stdout) == jobs_of(downstream({"train_sae"})), retrain.stdout
     per_size = {f"{stage}@15-{n}" for stage in ("train_sae", "evaluate", "features", "lobes") for n in (256, 512)}
     assert ran_stages(retrain.stdout) == per_size | {f"{a}@15" for a in ("splitting", "scaling", "neighbours",
-                                                                           "crystals", "galaxy")}
+                                                                           "crystals", "galaxy")} | {"report"}
     assert not {"model", "corpus", "activations@15"} & ran_stages(retrain.stdout)
 
     # The local default remote works offline.

@@ -7,13 +7,14 @@ from __future__ import annotations
 import itertools
 import re
 import subprocess
+from math import prod
 from pathlib import Path
 
 import pytest
 import yaml
 
 from saeatlas.generate import generated
-from saeatlas.graph import code_files, import_closure
+from saeatlas.graph import code_files, gather_dir, gathered_wildcards, import_closure
 from saeatlas.pipeline import ANALYSES, STAGE, STAGES, input_templates
 
 from conftest import REPO, copy_project, tool
@@ -37,6 +38,8 @@ def test_code_dependencies_are_the_import_closure() -> None:
     assert code("lm.py", "sources.py") <= deps["corpus"]
     assert not code("sae/train.py", "evaluate.py", "features.py") & deps["activations"]
     assert "src/saeatlas/data/concepts" in deps["scaling"]
+    # The report imports each analysis's section.py by name: a change to one re-renders it.
+    assert {f"src/saeatlas/analysis/{a.name}/section.py" for a in ANALYSES} <= deps["report"]
     for name, files in deps.items():
         assert not code("pipeline.py", "cli.py", "graph.py") & files, name
         assert all((REPO / f).exists() for f in files), name
@@ -51,7 +54,9 @@ def test_inputs_are_upstream_outputs() -> None:
         for ref in stage.inputs:
             assert order.index(ref.stage) < order.index(stage.name), (stage.name, ref)
         plain, gathered = input_templates(stage)
-        assert all("/n{size}" in p for p in gathered), stage.name
+        # A gathered input ranges over a wildcard the consumer lacks (sizes for a per-layer
+        # analysis; layers and sizes for the study-level report).
+        assert all(gathered_wildcards(p, stage.wildcards) for p in gathered), stage.name
 
 
 def _analysis_imports(path: Path) -> set[str]:
@@ -172,13 +177,21 @@ def test_snakemake_and_dvc_run_the_same_graph(tmp_path: Path, params: str) -> No
     per = {(): 1, ("layer",): n_layers, ("layer", "size"): n_layers * n_sizes}
     assert len(dvc) == sum(per[s.wildcards] for s in STAGES)
     for job, stage in ((j, STAGE[j.split("@")[0]]) for j in snake):
-        # DVC has no gather: it depends on the directory that holds every size's file
-        gathered = {p for p in snake[job]["inputs"] if any(
-            re.fullmatch(re.escape(t).replace(r"\{model\}", r"[^/]+").replace(r"\{layer\}", r"\d+")
-                         .replace(r"\{size\}", r"\d+"), p) for t in input_templates(stage)[1])}
-        sizes = {int(m) for p in gathered for m in re.findall(r"/n(\d+)(?:/|$)", p)}
-        assert not gathered or sizes == set(raw["sae"]["sizes"]), job  # one copy per size
-        snake[job]["inputs"] = (snake[job]["inputs"] - gathered) | {re.sub(r"/n\d+(/.*)?$", "", p) for p in gathered}
+        # DVC has no gather: it depends on the directory that holds every copy (gather_dir); Snakemake
+        # lists one copy per size (and per layer, for the study-level report).
+        gathered, dirs = set(), set()
+        for template in input_templates(stage)[1]:
+            pattern = re.escape(template).replace(r"\{model\}", r"(?P<model>[^/]+)").replace(
+                r"\{layer\}", r"(?P<layer>\d+)").replace(r"\{size\}", r"(?P<size>\d+)")
+            found = [m for m in map(lambda p: re.fullmatch(pattern, p), snake[job]["inputs"]) if m]
+            assert found, (job, template)
+            copies = {tuple(m.groupdict().get(w) for w in gathered_wildcards(template, stage.wildcards))
+                      for m in found}
+            assert len(copies) == len(found) == prod(len(raw["sae"]["sizes"]) if w == "size" else n_layers
+                                                     for w in gathered_wildcards(template, stage.wildcards)), job
+            gathered |= {m.string for m in found}
+            dirs |= {gather_dir(template, stage.wildcards).format(**m.groupdict()) for m in found}
+        snake[job]["inputs"] = (snake[job]["inputs"] - gathered) | dirs
         # Snakemake compares files' times, so a package-data folder is listed file by file
         for folder in (f"src/saeatlas/{d}" for d in stage.data):
             inside = {p for p in snake[job]["inputs"] if p.startswith(folder + "/")}

@@ -120,10 +120,13 @@ def test_a_new_stage_is_one_row_plus_one_folder(smoke_study: Path, tmp_path: Pat
                           cwd=proj, capture_output=True, text=True, env={**__import__("os").environ, **env})
     assert proc.returncode == 2 and "toy.scale" in proc.stderr, proc.stderr
 
-    # Snakemake runs the generated rule, and only it; its success hook records it in DVC.
+    # Snakemake runs the generated rule, and only it and the report that shows it; its success hook
+    # records them in DVC. The report has the new section without an edit to the report code.
     snake = run_tool([tool("snakemake"), "--cores", "2", "--configfile", "params.yaml"], proj, env=env)
     ran = set(re.findall(r"^(?:local)?rule (\w+):", snake.stdout + snake.stderr, re.MULTILINE)) - {"all"}
-    assert ran == {"toy"}, snake.stdout + snake.stderr
+    assert ran == {"toy", "report"}, snake.stdout + snake.stderr
+    page = (proj / "results/report/index.html").read_text(encoding="utf-8")
+    assert '<h2>Toy</h2>' in page and "Mean norm per size." in page and "figures/layer15/toy/norms.png" in page
     metrics = json.loads((proj / f"results/analysis/toy/{MODEL}/layer15.metrics.json").read_text())
     for n in (256, 512):
         decoder = np.load(proj / f"results/codes/{MODEL}/layer15/n{n}/decoder.npy")
@@ -133,6 +136,6 @@ def test_a_new_stage_is_one_row_plus_one_folder(smoke_study: Path, tmp_path: Pat
 
     # DVC runs the generated stage, and only it, when its section changes.
     rerun = run_tool([tool("dvc"), "exp", "run", "-S", "toy.scale=3.0"], proj, env=env)
-    assert set(re.findall(r"Running stage '([^']+)'", rerun.stdout)) == {"toy@15"}, rerun.stdout
+    assert set(re.findall(r"Running stage '([^']+)'", rerun.stdout)) == {"toy@15", "report"}, rerun.stdout
     again = json.loads((proj / f"results/analysis/toy/{MODEL}/layer15.metrics.json").read_text())
     assert again == pytest.approx({k: 1.5 * v for k, v in metrics.items()}, rel=1e-9)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -144,7 +145,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         resolve_device(args.device)  # a bad --device fails before any work
         kwargs["device"] = args.device
     module, _, function = stage.run.partition(":")
+    started = time.perf_counter()
     getattr(import_module(module), function)(params, **kwargs)
+    # The job's last log line: the report's wall-clock per job reads it when tracking is off.
+    log.info("%s finished in %.1f s", stage.job_name(kwargs),
+             time.perf_counter() - started)
     return 0
 
 

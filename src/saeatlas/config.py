@@ -183,6 +183,12 @@ def load_schema() -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
+def load_core_schema() -> dict[str, Any]:
+    """The hand-written core sections (model, corpus, ...) without the analyses' generated ones."""
+    with open(SCHEMA_PATH.with_name("params.core.schema.yaml"), encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
 def schema_defaults(section: str) -> dict[str, Any]:
     """The documented default of every key of a params.yaml section (from the schema), so code
     that needs a default (e.g. ``sae.train.TrainConfig``) takes it from the one place it lives."""

@@ -28,19 +28,33 @@ NOT_CODE_DEPS = (f"{PACKAGE}.pipeline", f"{PACKAGE}.graph", f"{PACKAGE}.cli", f"
 
 
 @dataclass(frozen=True)
+class Shown:
+    """How an output appears in Snakemake's own report (``snakemake --report``): its caption file
+    under ``workflow/report/``, its category and, for a directory, which files (``patterns``) to
+    show. (Not the HTML report itself: Snakemake embeds a directory page only in a ``.zip``
+    report, and the single-file ``--report x.html`` must work.)"""
+
+    caption: str
+    category: str
+    patterns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Output:
     name: str
     path: str  # template: {model}, and the stage's wildcards
     directory: bool = False
     metric: bool = False
     plot: dict[str, str] | None = None  # a CSV that `dvc plots` draws: {"x": column, "y": column}
+    shown: Shown | None = None  # in Snakemake's report
 
 
 @dataclass(frozen=True)
 class Ref:
-    """An input: output ``output`` of stage ``stage``. With ``gather``, that output for every
-    dictionary size (a stage comparing sizes): Snakemake lists one path per size; DVC, which has
-    no gather, depends on the directory above ``/n{size}``."""
+    """An input: output ``output`` of stage ``stage``. With ``gather``, that output for every value
+    of each wildcard the consumer does not have (every size for a per-layer analysis comparing
+    sizes; every layer and size for the study-level report): Snakemake lists one path per value;
+    DVC, which has no gather, depends on the directory above them (``gather_dir``)."""
 
     stage: str
     output: str
@@ -71,6 +85,8 @@ class Stage:
     wildcards: tuple[str, ...] = ()  # one job per combination, e.g. ("layer", "size")
     resources: Resources = field(default_factory=Resources)
     data: tuple[str, ...] = ()  # package data folders it reads, relative to src/saeatlas/
+    # Modules it imports by name at run time (``import_module``), which the import scan cannot see.
+    modules: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -107,12 +123,21 @@ class Stage:
         return " ".join(parts + ["--log-file", log])
 
 
-def gather_dir(template: str) -> str:
-    """The directory holding every size's copy of a gathered input: ``.../layer{layer}``."""
-    head, sep, _ = (template + "/").partition("/n{size}/")
-    if not sep:
-        raise ValueError(f"gathered input {template!r} has no '/n{{size}}' part")
-    return head
+def gathered_wildcards(template: str, keep: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The wildcards of ``template`` a consumer with wildcards ``keep`` gathers over (every value)."""
+    return tuple(w for w in WILDCARD_LISTS if "{%s}" % w in template and w not in keep)
+
+
+def gather_dir(template: str, keep: tuple[str, ...] = ("layer",)) -> str:
+    """The directory holding every copy of a gathered input: the path up to the first part that
+    holds a wildcard the consumer (with wildcards ``keep``) ranges over. ``.../layer{layer}`` for a
+    per-layer analysis gathering sizes; ``results/codes/{model}`` for the study-level report."""
+    over = gathered_wildcards(template, keep)
+    if not over:
+        raise ValueError(f"gathered input {template!r} has no wildcard to gather over")
+    parts = template.split("/")
+    first = next(i for i, part in enumerate(parts) if any("{%s}" % w in part for w in over))
+    return "/".join(parts[:first])
 
 
 # --------------------------------------------------------------------------------------
@@ -189,6 +214,6 @@ def import_closure(module: str) -> tuple[str, ...]:
 def code_files(stage: Stage) -> tuple[str, ...]:
     """The source files (repository paths) and data folders a stage's outputs depend on."""
     root = _package_root()
-    files = [CODE + path.relative_to(root).as_posix()
-             for path in map(_module_file, import_closure(stage.module)) if path is not None]
+    closure = sorted({m for module in (stage.module, *stage.modules) for m in import_closure(module)})
+    files = [CODE + path.relative_to(root).as_posix() for path in map(_module_file, closure) if path is not None]
     return (*files, *(CODE + d for d in stage.data))

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from saeatlas.config import SAEParams
-from saeatlas.graph import Output, Ref, Resources, Stage, gather_dir
+from saeatlas.graph import Output, Ref, Resources, Shown, Stage, gather_dir
 
 SAE_DIR = "results/saes/{model}/layer{layer}/n{size}"
 FEATURES_DIR = "results/features/{model}/layer{layer}/n{size}"
@@ -36,7 +36,8 @@ def analysis_outputs(name: str, per_size: bool = False) -> tuple[Output, ...]:
     """An analysis writes one directory and a metrics file beside it (DVC refuses a metrics file
     inside a tracked directory): per layer, or per layer and size."""
     path = f"results/analysis/{name}/{{model}}/layer{{layer}}" + ("/n{size}" if per_size else "")
-    return (Output("report", path, directory=True), Output("metrics", path + ".metrics.json", metric=True))
+    shown = Shown(f"{name}.rst", "Analyses", patterns=("figures/{figure}.png",))
+    return (Output("report", path, directory=True, shown=shown), Output("metrics", path + ".metrics.json", metric=True))
 
 
 def analysis(name: str, help: str, params: tuple[str, ...], inputs: tuple[Ref, ...], per_size: bool = False,
@@ -48,16 +49,40 @@ def analysis(name: str, help: str, params: tuple[str, ...], inputs: tuple[Ref, .
 
 
 def core(name: str, help: str, params: tuple[str, ...], inputs: tuple[Ref, ...], outputs: tuple[Output, ...],
-         wildcards: tuple[str, ...] = (), resources: Resources = Resources()) -> Stage:
+         wildcards: tuple[str, ...] = (), resources: Resources = Resources(), data: tuple[str, ...] = (),
+         modules: tuple[str, ...] = ()) -> Stage:
     """The row of a core stage: its adapter is ``stages/<name>.py``."""
     return Stage(name=name, help=help, run=f"saeatlas.stages.{name}:run", params=params, inputs=inputs,
-                 outputs=outputs, wildcards=wildcards, resources=resources)
+                 outputs=outputs, wildcards=wildcards, resources=resources, data=data, modules=modules)
+
+
+def report_row(analyses: tuple[str, ...]) -> Stage:
+    """The study-level report, last: every stage's outputs, every layer and size (gathered), every
+    params section but ``tracking`` (it prints them; tracking says how runs are recorded, not what
+    they compute, so switching it re-runs nothing). The analyses come from the table: a new one
+    needs no edit."""
+    from saeatlas.config import load_core_schema
+
+    gather = lambda stage, output: Ref(stage, output, gather=True)  # noqa: E731
+    inputs = (MODEL, Ref("corpus", "metrics"), gather("activations", "metrics"),
+              *(gather("train_sae", o) for o in ("curve", "metrics")),
+              *(gather("evaluate", o) for o in ("metrics", "density")),
+              *(gather("features", o) for o in ("features", "contexts", "codes")),
+              *(gather(a, o) for a in analyses for o in ("report", "metrics")))
+    return core("report", "The study's HTML report and feature browser, opened from disk (results/report/).",
+                (*(k for k in load_core_schema()["properties"] if k != "tracking"), *analyses), inputs,
+                (Output("site", "results/report", directory=True),
+                 Output("metrics", "results/report.metrics.json", metric=True)),
+                resources=Resources(threads="all", cpus=4, mem_mb=16000, runtime=60),
+                data=("report/templates", "report/assets"),
+                modules=tuple(f"saeatlas.analysis.{a}.section" for a in analyses))
 
 
 CORPUS_FILES = ("train_contexts", "train_doc_ids", "eval_contexts", "eval_doc_ids")
+
 ONE_THREAD = Resources(threads=1)
 
-STAGES: tuple[Stage, ...] = (
+ROWS: tuple[Stage, ...] = (
     core("model", "Convert the language model once into a safetensors checkpoint (GGUF dequantised).",
          ("model.name", "model.source"), (),
          (Output("checkpoint", "results/models/{model}", directory=True),
@@ -75,13 +100,15 @@ STAGES: tuple[Stage, ...] = (
     core("train_sae", "Train one SAE (one dictionary size) on a layer's activation store (resumable).",
          SAE_TRAINING_PARAMS, (STORE,),
          (Output("weights", SAE_DIR + "/sae_weights.safetensors"), Output("cfg", SAE_DIR + "/cfg.json"),
-          Output("curve", SAE_DIR + "/training_log.csv", plot={"x": "tokens", "y": "fvu"}),
+          Output("curve", SAE_DIR + "/training_log.csv", plot={"x": "tokens", "y": "fvu"},
+                 shown=Shown("training_log.rst", "Training")),
           Output("metrics", SAE_DIR + "/train_metrics.json", metric=True)),
          ("layer", "size"), Resources(gpu=True, cpus=8, mem_mb=32000, runtime=240)),
     core("evaluate", "Evaluate one SAE on held-out tokens: FVU, L0, dead/dense, density, spliced CE/KL.",
          ("evaluate", "model.dtype"), (*SAE, STORE, MODEL, Ref("corpus", "eval_contexts")),
          (Output("metrics", SAE_DIR + "/metrics.json", metric=True),
-          Output("density", SAE_DIR + "/density_histogram.csv", plot={"x": "log10_density", "y": "latents"})),
+          Output("density", SAE_DIR + "/density_histogram.csv", plot={"x": "log10_density", "y": "latents"},
+                 shown=Shown("density.rst", "Quality"))),
          ("layer", "size"), HEAVY),
     core("features", "Encode the held-out tokens once; per-feature density, top and sampled contexts, logit lens.",
          ("features", "model.dtype"), (*SAE, STORE, MODEL),
@@ -109,8 +136,9 @@ STAGES: tuple[Stage, ...] = (
              "cloud, vs nulls.", ("sae.sizes",), (STORE, Ref("features", "codes", gather=True))),
 )  # end of STAGES
 
+ANALYSES = tuple(s for s in ROWS if s.run.startswith("saeatlas.analysis."))
+STAGES: tuple[Stage, ...] = (*ROWS, report_row(tuple(s.name for s in ANALYSES)))
 STAGE = {s.name: s for s in STAGES}
-ANALYSES = tuple(s for s in STAGES if s.run.startswith("saeatlas.analysis."))
 
 
 def input_templates(stage: Stage) -> tuple[list[str], list[str]]:
@@ -121,7 +149,7 @@ def input_templates(stage: Stage) -> tuple[list[str], list[str]]:
 
 
 def dvc_inputs(stage: Stage) -> list[str]:
-    """DVC's view of the inputs: DVC has no gather, so a gathered input is the directory above
-    ``/n{size}`` (``gather_dir``)."""
+    """DVC's view of the inputs: DVC has no gather, so a gathered input is the directory above its
+    copies (``gather_dir``)."""
     plain, gathered = input_templates(stage)
-    return [*plain, *dict.fromkeys(gather_dir(p) for p in gathered)]
+    return [*plain, *dict.fromkeys(gather_dir(p, stage.wildcards) for p in gathered)]

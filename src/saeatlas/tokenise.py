@@ -54,3 +54,35 @@ def encode_texts(tokenizer: Any, texts: list[str], titles: Sequence[str]) -> lis
                               "this tokenizer cannot encode special-token strings as text")
         out.append(arr)
     return out
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """The printable stand-ins byte-level BPE vocabularies (GPT-2, SmolLM2, ...) use for raw bytes:
+    printable Latin-1 bytes stand for themselves, the other 68 are shifted to U+0100 onwards in
+    byte order. Inverted here: stand-in character -> byte."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    mapping = {chr(b): b for b in kept}
+    shifted = (b for b in range(256) if b not in mapping.values())
+    for i, b in enumerate(shifted):
+        mapping[chr(256 + i)] = b
+    return mapping
+
+
+def token_bytes(tokenizer: Any) -> list[bytes]:
+    """The raw bytes of every token id.
+
+    Why bytes and not ``decode([id])``: one character can span several tokens (an emoji, a
+    bidi override, most non-Latin text), and each of those tokens alone decodes to U+FFFD. A
+    reader joins a context's bytes and decodes them once, so the text shows as it was written.
+    Tokenizers that are not byte-level fall back to the UTF-8 of their decoded token."""
+    alphabet = _byte_level_alphabet()
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    specials = set(special_strings(tokenizer))
+    out = []
+    for i, piece in enumerate(pieces):
+        piece = piece or ""
+        if piece not in specials and piece and all(ch in alphabet for ch in piece):
+            out.append(bytes(alphabet[ch] for ch in piece))
+        else:
+            out.append(tokenizer.decode([i]).encode("utf-8"))
+    return out

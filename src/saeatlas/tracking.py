@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -95,6 +96,23 @@ def _parent_run_id(client: Any, exp_id: str, name: str, tags: Mapping[str, str])
     return run.info.run_id
 
 
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview; these are model runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def _experiment_id(client: Any, name: str, uri: str, results: Path) -> str:
+    """The study's experiment (created on first use, artifacts under ``results/mlartifacts`` for
+    the local SQLite store), tagged so the MLflow UI opens on its training runs."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        artifacts = (results / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
+        return client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if exp.tags.get(key) != value:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, results: Path, wildcards: Mapping[str, Any] | None = None,
               group: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
@@ -115,14 +133,7 @@ def stage_run(stage: str, params: Params, results: Path, wildcards: Mapping[str,
     with _locked(results):
         client = MlflowClient(tracking_uri=uri)
         name = experiment_name(params)
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            artifacts = None
-            if uri.startswith("sqlite:"):
-                artifacts = (results / "mlartifacts").resolve().as_uri()
-            exp_id = client.create_experiment(name, artifact_location=artifacts)
-        else:
-            exp_id = exp.experiment_id
+        exp_id = _experiment_id(client, name, uri, results)
         base = {"stage": stage, "git_commit": prov["git_commit"], "params_hash": prov["params_hash"],
                 "params_file": params.path, **{f"version.{k}": v for k, v in prov["versions"].items()}}
         tags = {**base, **{k: str(v) for k, v in wildcards.items()}}
@@ -144,6 +155,86 @@ def stage_run(stage: str, params: Params, results: Path, wildcards: Mapping[str,
             with _locked(results):
                 client.set_terminated(run_id, status="FAILED")
         except Exception:  # never let bookkeeping hide the stage's own error
+            log.warning("could not mark MLflow run %s as failed", run_id, exc_info=True)
+        raise
+    with _locked(results):
+        client.set_terminated(run_id, status="FINISHED")
+
+
+@dataclass
+class StudyRun:
+    """The study-level run while the report is built: its ids (the report prints them) and the
+    stage runs of the same params it links to (name, run id, wall-clock seconds or None while a
+    run is open)."""
+
+    client: Any
+    results: Path
+    experiment_id: str | None = None
+    run_id: str | None = None
+    stage_runs: list[tuple[str, str, float | None]] = field(default_factory=list)
+
+    def finish(self, metrics: Mapping[str, float], artifacts: list[Path]) -> None:
+        """Log the headline metrics and the report's files, link the stage runs, close the run."""
+        if self.run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = [Metric(metric_key(k), float(v), now, 0) for k, v in sorted(metrics.items())]
+        with _locked(self.results):
+            for i in range(0, len(values), 500):
+                self.client.log_batch(self.run_id, metrics=values[i:i + 500])
+            for _, stage_run_id, _ in self.stage_runs:
+                self.client.set_tag(stage_run_id, "saeatlas.study_run", self.run_id)
+            self.client.set_tag(self.run_id, "saeatlas.stage_runs", str(len(self.stage_runs)))
+        for path in artifacts:  # outside the lock: copying a large zip must not block other stages
+            self.client.log_artifact(self.run_id, str(path))
+        log.info("MLflow study run %s (%d stage runs linked)", self.run_id, len(self.stage_runs))
+
+
+@contextlib.contextmanager
+def study_run(params: Params, results: Path, device: str) -> Iterator[StudyRun]:
+    """One run for the whole study execution (opened by the report stage, which prints its id):
+    every parameter, tags to find and compare it (git commit, params hash, DVC experiment name
+    under ``dvc exp run``, host, device); ``StudyRun.finish`` adds the headline metrics of every
+    stage, the report as artifacts, and a ``saeatlas.study_run`` tag on each stage run of the same
+    params. Two studies (e.g. two ``dvc exp run -S sae.k=...``) are then two rows of MLflow's
+    compare view. FAILED if the report fails."""
+    if not params.tracking.enabled:
+        yield StudyRun(None, results)
+        return
+    import socket
+
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(results)
+    prov = provenance(params.hash())
+    tags = {"saeatlas.kind": "study", "stage": "study", "git_commit": prov["git_commit"],
+            "params_hash": prov["params_hash"], "params_file": params.path, "host": socket.gethostname(),
+            "device": device, **{f"version.{k}": v for k, v in prov["versions"].items()}}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    with _locked(results):
+        client = MlflowClient(tracking_uri=uri)
+        exp_id = _experiment_id(client, experiment_name(params), uri, results)
+        query = f"tags.params_hash = '{prov['params_hash']}' and tags.params_file = '{params.path}'"
+        found = client.search_runs([exp_id], filter_string=query, max_results=5000)
+        stage_runs = [(r.info.run_name, r.info.run_id,
+                       None if not r.info.end_time else round((r.info.end_time - r.info.start_time) / 1000, 1))
+                      for r in found if r.data.tags.get("saeatlas.kind") != "study"]
+        run_id = client.create_run(exp_id, run_name=f"study[{prov['params_hash']}]", tags=tags).info.run_id
+        items = [Param(metric_key(k), str(v)[:6000]) for k, v in sorted(flatten(params.raw).items())]
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[i:i + 100])
+    handle = StudyRun(client, results, exp_id, run_id, sorted(stage_runs))
+    try:
+        yield handle
+    except BaseException:
+        try:
+            with _locked(results):
+                client.set_terminated(run_id, status="FAILED")
+        except Exception:
             log.warning("could not mark MLflow run %s as failed", run_id, exc_info=True)
         raise
     with _locked(results):

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import yaml
 from snakemake.utils import validate
+from snakemake.exceptions import WorkflowError
 
 from saeatlas import config as saeatlas_config
-from saeatlas.graph import PARAMS_FILE, WILDCARD_LISTS, code_files
+from saeatlas.graph import PARAMS_FILE, WILDCARD_LISTS, code_files, gathered_wildcards
 from saeatlas.pipeline import STAGE, input_templates
 
 
@@ -38,8 +39,11 @@ def _path(template):
 def stage_inputs(name):
     stage = STAGE[name]
     plain, gathered = input_templates(stage)
-    per_size = [_path(p).replace("{size}", str(size)) for p in gathered for size in WILDCARD_VALUES["size"]]
-    return [*_files(code_files(stage)), *(_path(p) for p in plain), *per_size]
+    every = []  # a gathered input once per value of each wildcard the stage does not have
+    for template in gathered:
+        over = gathered_wildcards(template, stage.wildcards)
+        every += expand(_path(template), allow_missing=True, **{w: WILDCARD_VALUES[w] for w in over})
+    return [*_files(code_files(stage)), *(_path(p) for p in plain), *every]
 
 
 def _files(paths):
@@ -51,7 +55,15 @@ def _files(paths):
 
 
 def stage_outputs(name):
-    return [directory(_path(o.path)) if o.directory else _path(o.path) for o in STAGE[name].outputs]
+    """The row's outputs; those it shows in Snakemake's report wrapped in report() with their caption."""
+    out = []
+    for o in STAGE[name].outputs:
+        path = directory(_path(o.path)) if o.directory else _path(o.path)
+        if o.shown:
+            path = report(path, caption=f"../report/{o.shown.caption}", category=o.shown.category,
+                          patterns=list(o.shown.patterns))
+        out.append(path)
+    return out
 
 
 def stage_log(name):
@@ -74,7 +86,12 @@ def stage_threads(name):
     """Every core the job may use (on SLURM the profile's set-threads, checked against the rows'
     cpus by tests/test_pipeline.py)."""
     threads = STAGE[name].resources.threads
-    return workflow.cores if threads == "all" else threads
+    if threads != "all":
+        return threads
+    try:
+        return workflow.cores
+    except WorkflowError:  # no --cores: `snakemake --report`, `--lint`, a dry run; nothing executes
+        return 1
 
 
 def stage_resources(name):

@@ -41,7 +41,7 @@ def icicle(doc: dict[str, Any], max_roots: int) -> dict[str, Any]:
                        "" if edge is None else f"{edge['containment']:.3f}"])
         stack.extend((c, node) for c in reversed(children.get(node, ())))
     fig = go.Figure(go.Icicle(
-        ids=ids, labels=labels, parents=parents, customdata=custom, maxdepth=4,
+        ids=ids, labels=labels, parents=parents, customdata=custom, maxdepth=-1,
         hovertemplate=("%{label}<br>class: %{customdata[0]}<br>firings: %{customdata[1]}"
                        "<br>cos to parent: %{customdata[2]}<br>containment: %{customdata[3]}<extra></extra>"),
     ))

@@ -60,7 +60,8 @@ def section(metrics: Mapping[str, float], out_dir: Path) -> Section:
                    "feature, real vs null (Haar-rotated decoder, row-permuted codes); dashed: similar_cos, "
                    f"identical_corr. {cos.text()}."),
             Figure("figures/split_tree.plotly.json",
-                   "The split forest across all sizes (node = size:feature; the largest trees), as an icicle; "
+                   "The split forest across all sizes (node = size:feature; the largest trees), as an icicle: "
+                   "hover a node for its class and match, click it to open its feature page; "
                    "split_tree.json holds the whole forest."),
         ),
         tables=(
