@@ -113,6 +113,31 @@ def _experiment_id(client: Any, name: str, uri: str, results: Path) -> str:
     return exp.experiment_id
 
 
+def _log_params(client: Any, run_id: str, flat: Mapping[str, Any]) -> None:
+    """Every (flattened) parameter, in batches MLflow accepts, values cut to its length limit."""
+    from mlflow.entities import Param
+
+    items = [Param(metric_key(k), str(v)[:6000]) for k, v in sorted(flat.items())]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+@contextlib.contextmanager
+def _terminated(client: Any, run_id: str, results: Path) -> Iterator[None]:
+    """Close the run when the block ends: FINISHED, or FAILED if it raised."""
+    try:
+        yield
+    except BaseException:
+        try:
+            with _locked(results):
+                client.set_terminated(run_id, status="FAILED")
+        except Exception:  # never let bookkeeping hide the stage's own error
+            log.warning("could not mark MLflow run %s as failed", run_id, exc_info=True)
+        raise
+    with _locked(results):
+        client.set_terminated(run_id, status="FINISHED")
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, results: Path, wildcards: Mapping[str, Any] | None = None,
               group: Mapping[str, Any] | None = None) -> Iterator[StageRun]:
@@ -125,7 +150,6 @@ def stage_run(stage: str, params: Params, results: Path, wildcards: Mapping[str,
     if not params.tracking.enabled:
         yield StageRun(None, None, results)
         return
-    from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(results)
@@ -143,22 +167,10 @@ def stage_run(stage: str, params: Params, results: Path, wildcards: Mapping[str,
         run = client.create_run(exp_id, run_name=run_name(stage, wildcards), tags=tags)
         run_id = run.info.run_id
         flat = {**flatten(params.raw), **{f"wildcard.{k}": v for k, v in wildcards.items()}}
-        items = [Param(metric_key(k), str(v)[:6000]) for k, v in sorted(flat.items())]
-        for i in range(0, len(items), 100):
-            client.log_batch(run_id, params=items[i:i + 100])
+        _log_params(client, run_id, flat)
     log.info("MLflow run %s (%s) in experiment %s at %s", run_id, run_name(stage, wildcards), name, uri)
-    handle = StageRun(client, run_id, results)
-    try:
-        yield handle
-    except BaseException:
-        try:
-            with _locked(results):
-                client.set_terminated(run_id, status="FAILED")
-        except Exception:  # never let bookkeeping hide the stage's own error
-            log.warning("could not mark MLflow run %s as failed", run_id, exc_info=True)
-        raise
-    with _locked(results):
-        client.set_terminated(run_id, status="FINISHED")
+    with _terminated(client, run_id, results):
+        yield StageRun(client, run_id, results)
 
 
 @dataclass
@@ -177,13 +189,8 @@ class StudyRun:
         """Log the headline metrics and the report's files, link the stage runs, close the run."""
         if self.run_id is None:
             return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        values = [Metric(metric_key(k), float(v), now, 0) for k, v in sorted(metrics.items())]
+        StageRun(self.client, self.run_id, self.results).log_metrics(metrics)
         with _locked(self.results):
-            for i in range(0, len(values), 500):
-                self.client.log_batch(self.run_id, metrics=values[i:i + 500])
             for _, stage_run_id, _ in self.stage_runs:
                 self.client.set_tag(stage_run_id, "saeatlas.study_run", self.run_id)
             self.client.set_tag(self.run_id, "saeatlas.stage_runs", str(len(self.stage_runs)))
@@ -205,7 +212,6 @@ def study_run(params: Params, results: Path, device: str) -> Iterator[StudyRun]:
         return
     import socket
 
-    from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(results)
@@ -224,18 +230,6 @@ def study_run(params: Params, results: Path, device: str) -> Iterator[StudyRun]:
                        None if not r.info.end_time else round((r.info.end_time - r.info.start_time) / 1000, 1))
                       for r in found if r.data.tags.get("saeatlas.kind") != "study"]
         run_id = client.create_run(exp_id, run_name=f"study[{prov['params_hash']}]", tags=tags).info.run_id
-        items = [Param(metric_key(k), str(v)[:6000]) for k, v in sorted(flatten(params.raw).items())]
-        for i in range(0, len(items), 100):
-            client.log_batch(run_id, params=items[i:i + 100])
-    handle = StudyRun(client, results, exp_id, run_id, sorted(stage_runs))
-    try:
-        yield handle
-    except BaseException:
-        try:
-            with _locked(results):
-                client.set_terminated(run_id, status="FAILED")
-        except Exception:
-            log.warning("could not mark MLflow run %s as failed", run_id, exc_info=True)
-        raise
-    with _locked(results):
-        client.set_terminated(run_id, status="FINISHED")
+        _log_params(client, run_id, flatten(params.raw))
+    with _terminated(client, run_id, results):
+        yield StudyRun(client, results, exp_id, run_id, sorted(stage_runs))
