@@ -142,6 +142,9 @@ def test_the_lobe_shown_is_the_nearest_partition_the_table_has(tmp_path: Path) -
     assert lobes_for(table, 4, 8) is None  # no partition at all
     table.write_text("\n")
     assert lobes_for(table, 4, 8) is None  # no feature analysed
+    table.write_text("feature,lobe_k8\nx\n")
+    with pytest.raises(StoreError, match=r"lobe_assignments.csv: not a readable CSV table \(CSV parse error"):
+        lobes_for(table, 4, 8)
     table.write_text("lobe_k8\n1\n")
     with pytest.raises(StoreError, match=r"lobe_assignments.csv: no column 'feature'"):
         lobes_for(table, 4, 8)

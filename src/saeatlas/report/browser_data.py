@@ -251,11 +251,15 @@ def cofiring(codes: Any, k: int = COOC_TOP, block_elements: int = COOC_BLOCK_ELE
 
 def read_csv(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Columns of a CSV file as arrays (text as object arrays); a missing file or column names it."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
     if not Path(path).is_file():
         raise StoreError(f"{path}: missing")
-    table = pacsv.read_csv(path)
+    try:
+        table = pacsv.read_csv(path)
+    except pa.ArrowInvalid as exc:
+        raise StoreError(f"{path}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
     for column in columns:
         if column not in table.column_names:
             raise StoreError(f"{path}: no column '{column}'")
