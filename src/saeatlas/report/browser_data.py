@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from saeatlas.errors import StoreError
+from saeatlas.progress import bar
 
 HIST_BINS = 24
 COOC_TOP = 5
@@ -230,7 +231,7 @@ def cofiring(codes: Any, k: int = COOC_TOP, block_elements: int = COOC_BLOCK_ELE
     bt = b.T.tocsr()
     out = Cofiring(np.full((n, k), -1, np.int64), np.zeros((n, k), np.int64), np.zeros((n, k), np.float32), firings)
     step = max(1, block_elements // max(n, 1))
-    for first in range(0, n, step):
+    for first in bar(range(0, n, step), desc=f"co-firing n={n}", unit="block"):
         stop = min(first + step, n)
         shared = (bt[first:stop] @ b).toarray()
         shared[np.arange(stop - first), np.arange(first, stop)] = 0  # a feature is not its own partner
