@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -22,8 +22,8 @@ from saeatlas.analysis.common.output import AnalysisOutput, write_output
 from saeatlas.analysis.common.stats import fit_power_law
 from saeatlas.analysis.scaling.completeness import fit_logistic, judge_concepts
 from saeatlas.analysis.scaling.compute import ScalingInputs, run
-from saeatlas.analysis.scaling.concepts import (CATEGORIES, CONCEPT_DIR, Concept, TokenizedConcept, load_concepts,
-                                                tokenize_concepts, word_boundaries)
+from saeatlas.analysis.scaling.concepts import (CATEGORIES, CONCEPT_DIR, Concept, TokenizedConcept, WordSampling,
+                                                corpus_words, load_concepts, tokenize_concepts, word_boundaries)
 from saeatlas.analysis.scaling.config import ScalingConfig
 from saeatlas.analysis.scaling.matching import Occurrences, count_occurrences, find_occurrences
 from saeatlas.analysis.scaling.section import section as report_section
@@ -70,6 +70,7 @@ def completeness_case(planted: str | None, seed: int = 0, n_concepts: int = 150,
 
     planted = "rescaled": P(latent for c exists at size n) = sigmoid(slope (log10(f_c A_n) - x50));
     planted = "unrescaled": = sigmoid(slope (log10 f_c - u50)) (no dependence on A_n);
+    planted = "threshold": the latent exists iff f_c A_n > 10**x50 (a step at a planted c);
     planted = None: no concept latents at all.
     ``n_few`` extra concepts occur only twice in the evaluation rows (must be excluded).
     """
@@ -88,7 +89,6 @@ def completeness_case(planted: str | None, seed: int = 0, n_concepts: int = 150,
     where = rng.choice(n_text, counts.sum(), replace=False)
     text[where] = np.repeat(ids, counts)
     train = np.column_stack([np.full(n_ctx, BOS), text.reshape(n_ctx, T)])
-    freq = counts / n_text
 
     # evaluation rows: 400 contexts x 63 positions; each concept at known rows
     P, n_eval_ctx = 63, 400
@@ -99,12 +99,15 @@ def completeness_case(planted: str | None, seed: int = 0, n_concepts: int = 150,
     concept_rows = np.split(all_rows, np.cumsum(n_rows)[:-1])
     for c, rows in enumerate(concept_rows):
         eval_tokens[rows] = ids[c]
+    freq = (counts + n_rows) / (n_text + N)  # counted on all the study's tokens (train + evaluation)
 
     codes, exists = {}, {}
     for n, a in zip(sizes, alive):
         x = np.log10(freq * a)
         if planted == "rescaled":
             p = special.expit(slope * (x - x50))
+        elif planted == "threshold":
+            p = (x > x50).astype(float)
         elif planted == "unrescaled":
             p = special.expit(slope * (np.log10(freq) - u50))
         else:
@@ -181,6 +184,27 @@ def test_completeness_recovers_planted_50_percent_point(planted_run):
     assert freq["concept0"] == pytest.approx(truth["freq"][0])
 
 
+def test_completeness_recovers_a_planted_threshold_in_frequency_times_alive():
+    """A concept has its own latent iff f x A_n > c (c = 10**-0.4 here), f counted on train +
+    evaluation tokens, A_n the alive (not the allocated) latents: the fitted 50% point must
+    recover c within its CI, and the CI must be narrow (a step is sharp). Using n for A_n
+    moves x50 outside the CI (checked); counting f on the training split only is caught by the
+    frequency check of the planted-logistic test above."""
+    c = -0.4
+    inputs, truth = completeness_case("threshold", seed=5, x50=c, alive=(500, 1300, 4000, 9000))
+    m = run(ScalingConfig(n_bootstrap=200), inputs).metrics
+    pairs = truth["n_judged"] * len(truth["alive"])
+    exist = sum(int(truth["exists"][n][: truth["n_judged"]].sum()) for n in truth["alive"])
+    assert m["completeness.pairs_judged"] == pairs and m["completeness.pairs_exist"] == exist
+    assert m["completeness.pairs_absent"] == pairs - exist and min(exist, pairs - exist) >= 100
+    assert m["completeness.x50_ci_estimated"] == 1
+    lo, hi = m["completeness.x50_ci_low"], m["completeness.x50_ci_high"]
+    assert lo <= c <= hi, (lo, m["completeness.x50"], hi)
+    assert hi - lo < 0.15
+    assert m["completeness.freq50_times_alive_ci_low"] <= 10 ** c <= m["completeness.freq50_times_alive_ci_high"]
+    assert m["reference.templeton2024_completeness_freq50_times_alive"] == 1.0
+
+
 def test_completeness_curves_collapse_when_planted_on_rescaled_axis(planted_run):
     m = planted_run[0].metrics
     assert m["completeness.collapse.lr_estimated"] == 1
@@ -235,6 +259,10 @@ def test_section_reads_the_written_output(planted_run, tmp_path):
     assert f"{metrics['alive_power_law.exponent']:.3g}" in sec.summary
     assert f"{metrics['completeness.freq50_times_alive']:.3g}" in sec.summary
     assert "Templeton" in sec.summary and sec.order == 30
+    assert f"{metrics['completeness.pairs_exist']} of {metrics['completeness.pairs_judged']}" in sec.summary
+    assert f"{metrics['completeness.pairs_absent']} do not" in sec.summary
+    f50 = next(n for n in sec.numbers if n.label == "frequency x alive")
+    assert f50.ci is not None and "about one occurrence per alive feature" in f50.published
 
 
 def test_section_says_plainly_what_was_not_estimated(tmp_path):
@@ -421,6 +449,7 @@ def test_shipped_concept_lists():
     counts = {cat: len(load_concepts([cat])) for cat in CATEGORIES}
     assert counts["elements"] == 118 and counts["countries"] == 193 and counts["capitals"] == 193
     assert counts["animals"] >= 100 and counts["foods"] >= 100
+    assert counts["months"] == 11 and counts["weekdays"] == 7 and counts["numbers"] == 31 and counts["colours"] >= 20
     for cat in CATEGORIES:
         header = (CONCEPT_DIR / f"{cat}.txt").read_text(encoding="utf-8").splitlines()[0]
         assert header.startswith("#")
@@ -429,6 +458,42 @@ def test_shipped_concept_lists():
     assert sorted({n for n in names if names.count(n) > 1}) == ["turkey"]
     with pytest.raises(ValueError):
         load_concepts(["planets"])
+
+
+def word_corpus() -> tuple[np.ndarray, list[str]]:
+    """100,000 tokens (rows of 50) with words of planted whole-word counts, each followed by "."
+    except " con", which is glued to "cept" in 450 of its 500 occurrences."""
+    texts = [".", "cept", " alpha", " Alpha", " Paris", " beta", " con", " iron", " gamma", " ab", " delta", " zeta"]
+    tid = {t: i for i, t in enumerate(texts)}
+    pairs = {" alpha": 2000, " Alpha": 500, " Paris": 300, " beta": 200, " iron": 100, " gamma": 50, " ab": 300,
+             " delta": 5, " zeta": 12, " con": 50}
+    stream = [(tid[w], 0) for w, k in pairs.items() for _ in range(k)] + [(tid[" con"], tid["cept"])] * 450
+    n_tokens = 100_000
+    stream += [(0, 0)] * (n_tokens // 2 - len(stream))
+    order = np.random.default_rng(0).permutation(len(stream))
+    return np.array(stream)[order].reshape(-1, 50), texts
+
+
+def test_corpus_words_are_whole_words_drawn_by_frequency_band():
+    contexts, texts = word_corpus()
+    bands = WordSampling(per_band=5, log10_min=-4.0, log10_max=-1.0, band_width=1.0, min_letters=3,
+                         min_whole_share=0.9)
+    words = corpus_words(contexts, texts, bands, np.random.default_rng(0), exclude=["Iron"])
+    # alpha: 2500 / 1e5 (both casings, named by the commoner); Paris, beta in 1e-3..1e-2; gamma, zeta
+    # in 1e-4..1e-3. Not: " con" (a whole word in 10%), " iron" (excluded), " ab" (2 letters),
+    # " delta" (5e-5, below the lowest band)
+    assert sorted(w.name for w in words) == ["Paris", "alpha", "beta", "gamma", "zeta"]
+    assert {w.category for w in words} == {"words"}
+    one = replace(bands, per_band=1)
+    draws = {tuple(w.name for w in corpus_words(contexts, texts, one, np.random.default_rng(s), exclude=["iron"]))
+             for s in range(20)}
+    assert all(len(d) == 3 and d[2] == "alpha" for d in draws)  # one per band, rarest band first
+    assert {d[1] for d in draws} == {"Paris", "beta"} and {d[0] for d in draws} == {"gamma", "zeta"}
+    again = corpus_words(contexts, texts, one, np.random.default_rng(3))
+    assert again == corpus_words(contexts, texts, one, np.random.default_rng(3))  # a seed fixes the draw
+    assert corpus_words(contexts, texts, replace(bands, per_band=0), np.random.default_rng(0)) == []
+    assert "con" in {w.name for w in corpus_words(contexts, texts, replace(bands, min_whole_share=0.05),
+                                                  np.random.default_rng(0))}
 
 
 def test_tokenize_concepts_forms_and_conflicts():

@@ -289,28 +289,35 @@ class Completeness:
 
 
 def completeness(config: Any, concepts: Sequence[TokenizedConcept], train: ConceptCounts, occ: Occurrences,
-                 sizes: Sequence[int], alive: np.ndarray, judgements: Mapping[int, Judgement],
+                 n_eval_tokens: int, sizes: Sequence[int], alive: np.ndarray, judgements: Mapping[int, Judgement],
                  boundaries_checked: bool, rng: np.random.Generator) -> Completeness:
     """The completeness experiment on the judgements of every size (``config``: ScalingConfig).
 
-    Concepts without forms, with fewer than ``min_eval_occurrences`` evaluation occurrences, or
-    absent from training are excluded (and counted); the others are judged at every size, one
-    Firth curve is fitted to all (concept, size) pairs in x with a concept bootstrap for its 50%
-    point, and per-size curves are tested for collapse."""
+    A concept's frequency is counted on all the study's tokens: its occurrences in the training
+    split plus those in the ``n_eval_tokens`` evaluation tokens, over both token counts (Scaling
+    Monosemanticity counts on its training data; the evaluation split is more of the same text,
+    and the rare concepts' frequencies are the noisiest). Concepts without forms or with fewer
+    than ``min_eval_occurrences`` evaluation occurrences are excluded (and counted); the others
+    are judged at every size, one Firth curve is fitted to all (concept, size) pairs in x with a
+    concept bootstrap for its 50% point, and per-size curves are tested for collapse."""
     out = Completeness()
     n_occ = occ.counts()
-    judged = _exclusions(out, config, concepts, train, n_occ, boundaries_checked)
+    everywhere = ConceptCounts(train.counts + n_occ, train.n_tokens + int(n_eval_tokens))
+    judged = _exclusions(out, config, concepts, train, everywhere, n_occ, boundaries_checked)
     jidx = np.flatnonzero(judged)
     log_alive = np.log10(np.maximum(alive, 1)).astype(float)
-    _grids(out, concepts, train.frequency, n_occ, jidx, sizes, alive, log_alive, judgements)
+    _grids(out, concepts, everywhere.frequency, n_occ, jidx, sizes, alive, log_alive, judgements)
     J, S = len(jidx), len(sizes)
     x, u, y = out.xs.ravel(), out.us.ravel(), out.ys.ravel()
     size_idx = np.tile(np.arange(S), J)
-    out.metrics["completeness.pairs_judged"] = int(len(y))
-    out.metrics["completeness.pairs_exist"] = int(y.sum())
-    for si, n in enumerate(sizes):
-        out.metrics[f"n{n}.completeness.pairs_exist"] = int(out.ys[:, si].sum())
-    out.summary.update({"pairs_judged": int(len(y)), "pairs_exist": int(y.sum())})
+    _pair_counts(out, concepts, jidx, sizes)
+    if J:
+        logf = np.log10(everywhere.frequency[jidx])
+        out.metrics.update({"completeness.log10_frequency_min": float(logf.min()),
+                            "completeness.log10_frequency_max": float(logf.max()),
+                            "completeness.frequency_span_decades": float(logf.max() - logf.min()),
+                            "completeness.log10_freq_times_alive_min": float(x.min()),
+                            "completeness.log10_freq_times_alive_max": float(x.max())})
     _shared_curve(out, config, x, y, J, rng)
     col = _collapse(x, u, y, size_idx, log_alive, config.min_events) if J else {
         "per_size": {}, "lr_estimated": False, "spread_estimated": False, "sizes_with_x50": 0,
@@ -320,32 +327,51 @@ def completeness(config: Any, concepts: Sequence[TokenizedConcept], train: Conce
 
 
 def _exclusions(out: Completeness, config: Any, concepts: Sequence[TokenizedConcept], train: ConceptCounts,
-                n_occ: np.ndarray, boundaries_checked: bool) -> np.ndarray:
-    """Which concepts are judged (the others excluded, with the reason); the ``concepts`` table."""
+                everywhere: ConceptCounts, n_occ: np.ndarray, boundaries_checked: bool) -> np.ndarray:
+    """Which concepts are judged (the others excluded, with the reason); the ``concepts`` table.
+    A judged concept has >= 1 evaluation occurrence, so its frequency on all tokens is > 0."""
     C = len(concepts)
-    freq = train.frequency
     no_forms = np.array([len(c.forms) == 0 for c in concepts], dtype=bool)
     few_eval = ~no_forms & (n_occ < config.min_eval_occurrences)
-    no_train = ~no_forms & ~few_eval & (train.counts == 0)
-    judged = ~(no_forms | few_eval | no_train)
+    judged = ~(no_forms | few_eval)
     concept_rows = []
     for ci, tc in enumerate(concepts):
         status = ("judged" if judged[ci] else "excluded: no surface form" if no_forms[ci]
-                  else f"excluded: < {config.min_eval_occurrences} evaluation occurrences" if few_eval[ci]
-                  else "excluded: absent from the training split")
+                  else f"excluded: < {config.min_eval_occurrences} evaluation occurrences")
         concept_rows.append({"concept": tc.name, "category": tc.category, "surfaces": "; ".join(map(repr, tc.surfaces)),
                              "dropped_surfaces": "; ".join(map(repr, tc.dropped)),
-                             "train_count": int(train.counts[ci]), "frequency": float(freq[ci]),
-                             "eval_occurrences": int(n_occ[ci]), "status": status})
+                             "train_count": int(train.counts[ci]), "eval_occurrences": int(n_occ[ci]),
+                             "frequency": float(everywhere.frequency[ci]),
+                             "train_frequency": float(train.frequency[ci]), "status": status})
     out.tables["concepts"] = concept_rows
     out.metrics.update({"completeness.concepts_total": C, "completeness.concepts_judged": int(judged.sum()),
                         "completeness.concepts_excluded": int(C - judged.sum()),
                         "completeness.concepts_excluded_few_eval": int(few_eval.sum()),
-                        "completeness.concepts_excluded_no_train": int(no_train.sum()),
                         "completeness.concepts_excluded_no_forms": int(no_forms.sum()),
                         "completeness.train_tokens": train.n_tokens,
+                        "completeness.frequency_tokens": everywhere.n_tokens,
                         "completeness.word_boundaries_checked": int(boundaries_checked)})
     return judged
+
+
+def _pair_counts(out: Completeness, concepts: Sequence[TokenizedConcept], jidx: np.ndarray,
+                 sizes: Sequence[int]) -> None:
+    """Judged (concept, size) pairs with and without a concept-specific latent: overall, per size
+    and per category (a 50% point needs both outcomes; the categories show where they come from)."""
+    ys = out.ys
+    out.metrics["completeness.pairs_judged"] = int(ys.size)
+    out.metrics["completeness.pairs_exist"] = int(ys.sum())
+    out.metrics["completeness.pairs_absent"] = int(ys.size - ys.sum())
+    for si, n in enumerate(sizes):
+        out.metrics[f"n{n}.completeness.pairs_exist"] = int(ys[:, si].sum())
+    cats = np.array([concepts[c].category for c in jidx], dtype=object)
+    for cat in sorted(set(cats.tolist())):
+        sel = cats == cat
+        out.metrics[f"completeness.{cat}.concepts_judged"] = int(sel.sum())
+        out.metrics[f"completeness.{cat}.pairs_exist"] = int(ys[sel].sum())
+        out.metrics[f"completeness.{cat}.pairs_absent"] = int(ys[sel].size - ys[sel].sum())
+    out.summary.update({"pairs_judged": int(ys.size), "pairs_exist": int(ys.sum()),
+                        "pairs_absent": int(ys.size - ys.sum())})
 
 
 def _grids(out: Completeness, concepts: Sequence[TokenizedConcept], freq: np.ndarray, n_occ: np.ndarray,

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from saeatlas.analysis.common.output import AnalysisOutput
+from saeatlas.analysis.common.published import reference_metrics
 from saeatlas.progress import bar
 from saeatlas.analysis.common.stats import PowerLawFit, fit_power_law
 from saeatlas.analysis.scaling.completeness import Completeness, Judgement, completeness, judge_concepts, num
@@ -65,6 +66,7 @@ def run(config: ScalingConfig, inputs: ScalingInputs) -> AnalysisOutput:
     rng_ctx, rng_concepts = np.random.default_rng(seeds[0]), np.random.default_rng(seeds[1])
 
     # concept occurrences (size-independent): counts in the training split, places in the evaluation rows
+    # (frequency = both counts over both token counts, in ``completeness``)
     concepts = list(inputs.concepts)
     train = count_occurrences(concepts, inputs.train_contexts, inputs.boundaries,
                               skip_first_column=inputs.train_has_bos)
@@ -91,9 +93,10 @@ def run(config: ScalingConfig, inputs: ScalingInputs) -> AnalysisOutput:
         metrics, sizes, {"alive": alive, "dead": dead, "median_density": med_density}, boot, config.ci_level)
 
     # (b) feature completeness
-    comp = completeness(config, concepts, train, occ, sizes, alive, judgements, inputs.boundaries is not None,
+    comp = completeness(config, concepts, train, occ, N, sizes, alive, judgements, inputs.boundaries is not None,
                         rng_concepts)
     metrics.update(comp.metrics)
+    metrics.update(reference_metrics("scaling"))  # SM's dead fractions and 50% point beside ours
     tables.update(comp.tables)
     notes += comp.notes
 
@@ -209,7 +212,10 @@ def _summary_document(config: ScalingConfig, sizes: Sequence[int], n_eval: int, 
             "concept_feature": (f"exists iff some latent has precision >= {config.precision_threshold} "
                                 f"(share of its firing tokens that are concept tokens) and recall >= "
                                 f"{config.recall_threshold} (share of the concept's occurrences it fires on)"),
-            "exclusion": f"concepts with < {config.min_eval_occurrences} evaluation occurrences or none in training",
+            "frequency": "occurrences in the training split and the evaluation tokens over both token counts",
+            "exclusion": f"concepts with < {config.min_eval_occurrences} evaluation occurrences",
+            "concepts": "shipped lists (" + ", ".join(config.categories) + f") and up to {config.words_per_band} "
+                        "whole words of the training split per frequency band (category 'words')",
             "logistic": "Firth-penalised logistic regression of exists on x = log10(frequency x alive), pooled",
             "x50_ci": "percentile bootstrap over concepts (cluster: all sizes of a concept together)",
             "collapse": "penalised LR test: per-size curves vs one curve in x (and vs one in log10 frequency); "

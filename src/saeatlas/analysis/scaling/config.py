@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from saeatlas.analysis.common.config import AnalysisConfig, count, param, seed
-from saeatlas.analysis.scaling.concepts import CATEGORIES, available_categories
+from saeatlas.analysis.scaling.concepts import CATEGORIES, WordSampling, available_categories
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,35 @@ class ScalingConfig(AnalysisConfig, section="scaling",
                                                "reported.", exclusiveMinimum=0, maximum=1)
     categories: tuple[str, ...] = param(CATEGORIES, "Shipped concept lists to use.",
                                         items={"enum": list(CATEGORIES)}, minItems=1)
+    # Whole words drawn from the corpus (concepts.corpus_words): an equal number per half
+    # decade of frequency, so the judged set spans the completeness curve (the shipped lists
+    # are nearly all too rare to judge on 10^5 evaluation tokens). 60 per band over
+    # 10^-4.5..10^-2 gives ~200 words (the top bands hold fewer); the lowest band sits at ~3-10
+    # evaluation occurrences, where min_eval_occurrences starts to exclude. Above 10^-2 are
+    # only "the" and "and". 0 turns the words off (shipped lists only).
+    words_per_band: int = param(60, "Corpus words drawn per frequency band (0: none).", minimum=0)
+    words_log10_frequency_min: float = param(-4.5, "Lower edge (log10 frequency) of the lowest word band.",
+                                             maximum=0)
+    words_log10_frequency_max: float = param(-2.0, "Upper edge (log10 frequency) of the highest word band.",
+                                             maximum=0)
+    words_band_width: float = param(0.5, "Decades per word frequency band.", exclusiveMinimum=0)
+    # Three letters or more: two-letter tokens are mostly function words and word pieces.
+    words_min_letters: int = count(3, "Fewest letters of a corpus word.")
+    # A token that is a whole word in 90% of its occurrences is a word, not a prefix (" con"
+    # is followed by "cept", "cern", ... most of the time).
+    words_min_whole_share: float = param(0.9, "Share of a token's occurrences that must be a whole word.",
+                                         exclusiveMinimum=0, maximum=1)
     density_bin_width: float = param(0.25, "Decades per bin of the density histograms.", exclusiveMinimum=0)
 
     def check(self) -> None:
         unknown = sorted(set(self.categories) - set(available_categories()))
         if unknown:
             raise ValueError(f"scaling.categories: unknown {unknown}; shipped: {available_categories()}")
+        if self.words_log10_frequency_min >= self.words_log10_frequency_max:
+            raise ValueError(f"scaling.words_log10_frequency_min ({self.words_log10_frequency_min}) must be below "
+                             f"words_log10_frequency_max ({self.words_log10_frequency_max})")
+
+    def word_sampling(self) -> WordSampling:
+        """The ``words_*`` keys as ``corpus_words`` takes them."""
+        return WordSampling(self.words_per_band, self.words_log10_frequency_min, self.words_log10_frequency_max,
+                            self.words_band_width, self.words_min_letters, self.words_min_whole_share)
