@@ -17,18 +17,14 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from saeatlas.analysis.common.linalg import random_rotation
+from saeatlas.analysis.common.published import value
 from saeatlas.analysis.common.output import AnalysisOutput, write_output
 from saeatlas.analysis.galaxy.compute import GalaxyInputs, run
 from saeatlas.analysis.galaxy.config import GalaxyConfig
 from saeatlas.analysis.galaxy.entropy import clustering_negentropy, gaussian_entropy, knn_entropy, reference_terms
+from saeatlas.analysis.galaxy.goc import goc_entropy, goc_gaussian_null
 from saeatlas.analysis.galaxy.section import section
-from saeatlas.analysis.galaxy.spectrum import (
-    LI2024_SLOPE_GAUSSIAN,
-    LI2024_SLOPE_LAYER12,
-    bootstrap_spectra,
-    covariance_spectrum,
-    fit_spectrum_slope,
-)
+from saeatlas.analysis.galaxy.spectrum import bootstrap_spectra, covariance_spectrum, fit_spectrum_slope
 
 
 @pytest.fixture(autouse=True)
@@ -99,6 +95,58 @@ def test_slope_fit_refuses_a_rank_deficient_window() -> None:
     bad = fit_spectrum_slope(lam, 1, 12)
     assert not bad.estimated and "zero" in bad.reason
     assert not fit_spectrum_slope(lam[:8], 1, 10).estimated
+
+
+def kinked_cloud(n: int, d: int, seed: int) -> np.ndarray:
+    """Gaussian rows whose covariance spectrum bends at rank 10: λ_r = r^-0.2 up to rank 10 and
+    10^0.4 · r^-0.6 beyond (continuous), behind a Haar rotation."""
+    rng = np.random.default_rng(seed)
+    r = np.arange(1, d + 1, dtype=float)
+    lam = np.where(r <= 10, r ** -0.2, 10.0 ** 0.4 * r ** -0.6)
+    return (rng.standard_normal((n, d)) * np.sqrt(lam)) @ random_rotation(d, rng).T
+
+
+def test_published_window_reads_the_tail_of_a_kinked_spectrum_and_ours_does_not() -> None:
+    """The two windows answer different questions on a spectrum that is not one power law: the
+    published [10, 150] recovers the planted tail exponent 0.6; our [1, 100] mixes in the flat head
+    and reads clearly less, far outside its CI. Both fits share one set of bootstrap spectra, kept
+    to the deeper window (as ``analyse_cloud`` does). (The finite-n Marchenko-Pastur spread still
+    steepens the tail a little, ≈ +0.01 here, more than the bootstrap sd: hence a tolerance,
+    not CI coverage.)"""
+    x = kinked_cloud(20000, 300, seed=4)
+    lam, _, _ = covariance_spectrum(x)
+    boot = bootstrap_spectra(x, 20, np.random.default_rng(1), top=150)
+    published = fit_spectrum_slope(lam, 10, 150, boot)
+    ours = fit_spectrum_slope(lam, 1, 100, boot)
+    assert published.alpha == pytest.approx(0.6, abs=0.015) and published.ci_high - published.ci_low < 0.03, published
+    assert ours.ci_high < 0.56 and ours.alpha > 0.4, ours  # between the head's 0.2 and the tail's 0.6
+    assert fit_spectrum_slope(lam, 10, 150).alpha == published.alpha  # the bootstrap does not move the estimate
+
+
+def test_published_entropy_protocol_on_known_densities() -> None:
+    """Li et al.'s protocol (z-score, PCA, k = 1, subsamples): on a Gaussian with d = D it reads the
+    closed form of the standard normal whatever the column scales (the z-score); the "clustering"
+    (closed form - k-NN) is ≈ 0 on a Gaussian and clearly positive on separated clusters, which
+    read lower entropy than their isotropic null through the identical protocol; the sd is 0
+    when the cloud is no larger than a subsample (one evaluation) and > 0 otherwise."""
+    rng = np.random.default_rng(6)
+    scales = np.array([5.0, 0.1, 1.0, 30.0])
+    gauss = rng.standard_normal((3000, 4)) * scales
+    g = goc_entropy(gauss, points=1500, dims=4, repeats=6, rng=np.random.default_rng(0))
+    assert g.estimated and g.subsampled and g.repeats == 6 and g.points == 1500 and g.entropy_sd > 0
+    assert g.entropy == pytest.approx(2 * math.log(2 * math.pi * math.e), abs=0.1)  # H of N(0, I_4)
+    assert abs(g.clustering) < 0.1
+    once = goc_entropy(gauss, points=5000, dims=4, repeats=6, rng=np.random.default_rng(0))
+    assert once.repeats == 1 and not once.subsampled and once.entropy_sd == 0.0 and once.points == 3000
+    # Clusters on the unit sphere in d = 24, PCA to 6: far less entropy than the same protocol on
+    # isotropic unit rows of the same n and d.
+    clustered = clustered_directions(1200, 24, 6, 0.5, seed=2)
+    c = goc_entropy(clustered, points=800, dims=6, repeats=5, rng=np.random.default_rng(1))
+    null = goc_gaussian_null(1200, 24, 800, 6, 5, np.random.default_rng(2), normalize_rows=True)
+    assert null.estimated and null.repeats == 5 and abs(null.clustering) < 0.3
+    assert c.entropy < null.entropy - 2.0 and c.clustering > null.clustering + 2.0, (c, null)
+    off = goc_entropy(gauss, points=1500, dims=4, repeats=0, rng=np.random.default_rng(0))
+    assert not off.estimated and "goc_repeats = 0" in off.reason
 
 
 # ------------------------------------------------------------------------------------------
@@ -175,7 +223,10 @@ def test_negentropy_intervals_cover_zero_on_gaussian_samples_at_about_the_nomina
 # run(): the whole analysis
 # ------------------------------------------------------------------------------------------
 
-SMALL = GalaxyConfig(rank_min=1, rank_max=12, n_bootstrap=30, entropy_dims=4, max_points=5000)
+# d = 24: the published window and the published entropy protocol scaled down with it; 1200 and
+# 1500 points are subsampled by the protocol (800 per subsample), 600 are not.
+SMALL = GalaxyConfig(rank_min=1, rank_max=12, n_bootstrap=30, entropy_dims=4, max_points=5000,
+                     published_rank_min=3, published_rank_max=20, goc_points=800, goc_dims=6, goc_repeats=5)
 
 
 def small_inputs(d: int = 24, seed: int = 0) -> GalaxyInputs:
@@ -192,8 +243,9 @@ def test_run_finds_the_planted_structure_beside_its_nulls() -> None:
     out = run(SMALL, small_inputs())
     m = out.metrics
     assert m["layer"] == 7 and m["d"] == 24
-    assert m["reference.li2024_slope_layer12"] == LI2024_SLOPE_LAYER12 == 0.47
-    assert m["reference.li2024_slope_gaussian"] == LI2024_SLOPE_GAUSSIAN == 0.03
+    assert m["reference.li2024_slope_layer12"] == value("galaxy", "li2024_slope_layer12") == 0.468
+    assert m["reference.li2024_slope_gaussian"] == value("galaxy", "li2024_slope_gaussian") == 0.028
+    assert m["reference.li2024_entropy_peak"] == 368.6
     # power-law dictionary: steep, far above its null (unit rows flatten it a little)
     assert m["n600.slope_ci_low"] > m["n600.slope_gaussian_ci_high"] + 0.2
     # isotropic activations: slope is the null's (CIs overlap), and small
@@ -209,6 +261,32 @@ def test_run_finds_the_planted_structure_beside_its_nulls() -> None:
                 "negentropy_ci_high", "negentropy_gaussian", "participation_ratio", "entropy_reference_bias"):
         for prefix in ("n600", "n1200", "activations"):
             assert f"{prefix}.{key}" in m, (prefix, key)
+
+
+def test_run_reports_the_published_protocols_beside_ours() -> None:
+    """Every cloud gets the published-window slope (same eigenvalues and bootstrap as ours) and the
+    published entropy protocol, each with its null through the identical protocol; the clustered
+    dictionary reads far more clustering than its null, the isotropic activations do not."""
+    m = run(SMALL, small_inputs()).metrics
+    for prefix in ("n600", "n1200", "activations"):
+        for key in ("slope_goc", "slope_goc_ci_low", "slope_goc_ci_high", "slope_goc_gaussian",
+                    "slope_goc_gaussian_ci_low", "entropy_goc", "entropy_goc_sd", "entropy_goc_gaussian",
+                    "entropy_goc_gaussian_sd", "clustering_goc", "clustering_goc_gaussian"):
+            assert f"{prefix}.{key}" in m, (prefix, key)
+    x = power_law_cloud(600, 24, 0.8, 0)
+    lam, _, _ = covariance_spectrum(x / np.linalg.norm(x, axis=1, keepdims=True))
+    assert m["n600.slope_goc"] == pytest.approx(fit_spectrum_slope(lam, 3, 20).alpha, rel=1e-6)
+    assert m["n600.slope_goc"] != pytest.approx(m["n600.slope"], abs=0.01)  # a different window
+    assert m["n600.slope_goc_ci_low"] > m["n600.slope_goc_gaussian_ci_high"]
+    # 600 points <= goc_points: one evaluation, sd 0; 1200 and 1500 are subsampled (sd > 0) and
+    # share one null (the protocol sees 800 points of each).
+    assert m["n600.entropy_goc_sd"] == 0.0 and m["n600.entropy_goc_repeats"] == 1
+    assert m["n1200.entropy_goc_sd"] > 0 and m["n1200.entropy_goc_repeats"] == 5
+    assert m["n1200.entropy_goc_gaussian"] == m["activations.entropy_goc_gaussian"]
+    assert m["n1200.clustering_goc"] > m["n1200.clustering_goc_gaussian"] + 2.0
+    assert abs(m["activations.clustering_goc"] - m["activations.clustering_goc_gaussian"]) < 0.3
+    assert m["largest.entropy_goc"] == m["n1200.entropy_goc"] and m["largest.slope_goc"] == m["n1200.slope_goc"]
+    assert m["config.published_rank_max"] == 20 and m["config.goc_repeats"] == 5
 
 
 def test_run_is_deterministic_and_each_size_independent_of_the_others() -> None:
@@ -280,6 +358,8 @@ def test_config_from_params_and_errors_that_name_the_key() -> None:
         GalaxyConfig.from_params({"normalize_rows": 1})
     with pytest.raises(ValueError, match=r"galaxy\.rank_max must be >= galaxy\.rank_min \+ 2"):
         GalaxyConfig.from_params({"rank_min": 10, "rank_max": 11})
+    with pytest.raises(ValueError, match=r"galaxy\.published_rank_max must be >= galaxy\.published_rank_min \+ 2"):
+        GalaxyConfig.from_params({"published_rank_min": 10, "published_rank_max": 11})
     for key, value in (("rank_min", 0), ("n_bootstrap", -1), ("ci_level", 1.0), ("knn_k", 0),
                        ("entropy_dims", 0), ("max_points", 20)):
         with pytest.raises(ValueError, match=rf"galaxy\.{key}"):
@@ -292,6 +372,10 @@ def test_inputs_are_checked_against_each_other_and_the_config() -> None:
         run(replace(SMALL, rank_max=30), inputs)
     with pytest.raises(ValueError, match=r"galaxy\.entropy_dims = 24 must be < the width"):
         run(replace(SMALL, entropy_dims=24), inputs)
+    with pytest.raises(ValueError, match=r"galaxy\.published_rank_max = 150 exceeds the width d = 24"):
+        run(replace(SMALL, published_rank_max=150), inputs)
+    with pytest.raises(ValueError, match=r"galaxy\.goc_dims = 100 exceeds the width d = 24"):
+        run(replace(SMALL, goc_dims=100), inputs)
     with pytest.raises(ValueError, match="ascending"):
         run(SMALL, replace(inputs, sizes=(1200, 600)))
     with pytest.raises(ValueError, match=r"size 600: decoder shape \(500, 24\)"):
@@ -316,7 +400,8 @@ def test_section_reads_the_written_output(tmp_path: Path) -> None:
     assert sec.figures and sec.tables and sec.order == 70
     assert f"{metrics['largest.slope']:.3g}" in sec.summary
     assert f"{metrics['largest.negentropy']:.3g}" in sec.summary
-    assert "0.47" in sec.summary  # the published reference beside the estimate
+    assert "0.468" in sec.summary and "368.6" in sec.summary  # the published references beside the estimates
+    assert f"{metrics['largest.slope_goc']:.3g}" in sec.summary  # and the published protocol's value
     assert "The negentropy lies above its isotropic null" in sec.summary  # the clustered n = 1200 is
     # Without a bootstrap there is no interval to test against the null, and the section says so.
     bare = run(replace(SMALL, n_bootstrap=0), small_inputs()).metrics

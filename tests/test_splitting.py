@@ -17,6 +17,7 @@ from scipy import sparse
 
 from saeatlas.analysis.common.linalg import best_decoder_matches, random_rotation
 from saeatlas.analysis.common.output import AnalysisOutput, _json_bytes, write_output
+from saeatlas.analysis.common.published import value
 from saeatlas.analysis.splitting.compute import SplittingInputs, run
 from saeatlas.analysis.splitting.config import SplittingConfig
 from saeatlas.analysis.splitting.families import span_r2, span_r2_null, union_stats
@@ -134,8 +135,12 @@ def test_run_on_hand_built_dictionaries_gives_the_exact_classes() -> None:
         assert m[f"pair_3_4.union_{key}_mean"] == pytest.approx(1.0)
     assert m["pair_3_4.small_split_fraction"] == pytest.approx(1 / 3)
     assert m["pair_3_4.small_continued_fraction"] == pytest.approx(1 / 3)
-    assert m["reference.leask2025_similar_fraction"] == 0.65
-    assert m["reference.leask2025_novel_fraction"] == 0.35
+    assert m["reference.leask2025_similar_fraction"] == value("splitting", "leask2025_similar_fraction") == 0.65
+    assert m["reference.leask2025_novel_fraction"] == value("splitting", "leask2025_novel_fraction") == 0.35
+    # Leask et al.'s rule: l0, l1 (cos 0.707), l2 (1) reconstruction-like, l3 (0.573) novel; all alive
+    assert m["pair_3_4.leask_reconstruction_fraction"] == pytest.approx(0.75)
+    assert m["pair_3_4.leask_novel_fraction"] == pytest.approx(0.25)
+    assert m["pair_3_4.leask_reconstruction_fraction_alive"] == pytest.approx(0.75)
     (fam,) = out.tables["split_families"]
     assert (fam["parent"], fam["children"], fam["n_children"]) == (0, "0 1", 2)
     assert fam["union_jaccard"] == pytest.approx(1.0)
@@ -148,6 +153,49 @@ def test_run_on_hand_built_dictionaries_gives_the_exact_classes() -> None:
     # The same answer whatever the block sizes (memory bound is a free parameter).
     small_blocks = run(replace(HAND_CFG, decoder_chunk=1, activation_chunk=1), hand_built())
     assert small_blocks.metrics == pytest.approx(m)
+
+
+def planted_copies(seed: int = 0) -> SplittingInputs:
+    """A smaller SAE of 100 random directions (d = 64) and a larger one of 400 latents: 220 noisy
+    copies of smaller latents (cos ≈ 0.86, all ≥ 0.75), 180 random directions (best cos to the
+    smaller SAE ≈ 0.4, all < 0.6), 60 of which never fire (dead). Leask et al.'s rule must read
+    220/400 = 0.55 over all latents and 220/340 over the alive ones."""
+    rng = np.random.default_rng(seed)
+    d, n_small, n_copies, n_random, n_dead, n_tok = 64, 100, 220, 180, 60, 3000
+    small = rng.standard_normal((n_small, d))
+    small /= np.linalg.norm(small, axis=1, keepdims=True)
+    copies = small[rng.integers(0, n_small, n_copies)] + 0.6 * rng.standard_normal((n_copies, d)) / np.sqrt(d)
+    large = np.vstack([copies, rng.standard_normal((n_random, d))])
+
+    def codes(width: int, dead: int) -> sparse.csr_matrix:
+        """Every latent but the last ``dead`` fires on 15 random tokens."""
+        rows = np.concatenate([rng.choice(n_tok, 15, replace=False) for _ in range(width - dead)])
+        cols = np.repeat(np.arange(width - dead), 15)
+        return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_tok, width))
+
+    return SplittingInputs((n_small, 400), {n_small: small, 400: large}, {n_small: codes(n_small, 0),
+                                                                          400: codes(400, n_dead)})
+
+
+def test_leask_rule_reads_the_planted_share_of_near_copies_over_all_and_alive_latents() -> None:
+    inputs = planted_copies()
+    cos = best_decoder_matches(inputs.decoders[100], inputs.decoders[400])[1]
+    assert cos[:220].min() >= 0.75 and cos[220:].max() < 0.6  # the planted truth, checked
+    m = run(SplittingConfig(), inputs).metrics
+    p = "pair_100_400."
+    assert m[p + "leask_reconstruction_fraction"] == pytest.approx(220 / 400)
+    assert m[p + "leask_novel_fraction"] == pytest.approx(180 / 400)
+    assert m[p + "leask_reconstruction_fraction_alive"] == pytest.approx(220 / 340)
+    assert m[p + "leask_novel_fraction_alive"] == pytest.approx(120 / 340)
+    assert m[p + "leask_reconstruction_fraction_alive"] == m[p + "cos_similar_fraction"]  # same rule, same cut
+    assert m[p + "leask_reconstruction_fraction_null"] == 0.0  # rotated: no near-copy survives
+    assert m["mean.leask_reconstruction_fraction"] == m[p + "leask_reconstruction_fraction"]
+    # The published rule has its own threshold: moving our similar_cos leaves it where it is.
+    moved = run(SplittingConfig(similar_cos=0.95, identical_cos=0.98), inputs).metrics
+    assert moved[p + "cos_similar_fraction"] == 0.0
+    assert moved[p + "leask_reconstruction_fraction"] == pytest.approx(220 / 400)
+    strict = run(SplittingConfig(leask_cos=0.95), inputs).metrics
+    assert strict[p + "leask_reconstruction_fraction"] == 0.0
 
 
 def test_classification_rules_at_the_thresholds() -> None:
@@ -207,6 +255,8 @@ def test_section_reads_the_written_output(tmp_path: Path) -> None:
     assert f"similar fraction: {metrics['mean.similar_fraction']:.3g} (null {metrics['mean.similar_fraction_null']:.3g})" \
         in s.summary
     assert "Split families per pair: 1 (null 0)" in s.summary and "Leask" in s.summary
+    assert "reconstruction-like fraction of all latents: 0.75 (null 0)" in s.summary
+    assert "≈ 0.65 (Leask et al. 2025" in s.summary and "3→4 0.75 (null 0)" in s.summary
     # Without a family the span and union tests are said to be not estimated.
     bare = {k: v for k, v in metrics.items() if "span" not in k and "union" not in k}
     bare["mean.families"] = 0.0

@@ -11,8 +11,9 @@ from saeatlas.analysis.common.inputs import check_decoders
 from saeatlas.analysis.common.output import AnalysisOutput
 from saeatlas.progress import bar
 from saeatlas.analysis.common.threads import limit_threads
-from saeatlas.analysis.galaxy.clouds import (ACTIVATIONS, ACTIVATIONS_NULL, DECODER, NULL, Pair, References,
-                                             analyse_cloud, gaussian_null_cloud, prepared)
+from saeatlas.analysis.galaxy.clouds import (ACTIVATIONS, ACTIVATIONS_NULL, DECODER, NULL, GocNulls, Pair,
+                                             References, analyse_cloud, gaussian_null_cloud, prepared,
+                                             published_entropy, published_entropy_null)
 from saeatlas.analysis.galaxy.config import GalaxyConfig
 from saeatlas.analysis.galaxy.figures import spectrum_figure, spectrum_plotly
 from saeatlas.analysis.galaxy.results import fits_table, metrics, spectra_table, summary_document
@@ -33,8 +34,11 @@ class GalaxyInputs:
         act = self.activations
         if act.ndim != 2 or act.shape[1] != d:
             raise ValueError(f"activations shape {act.shape}, expected [M, {d}]")
-        if config.rank_max > d:
-            raise ValueError(f"galaxy.rank_max = {config.rank_max} exceeds the width d = {d}")
+        for key in ("rank_max", "published_rank_max"):
+            if getattr(config, key) > d:
+                raise ValueError(f"galaxy.{key} = {getattr(config, key)} exceeds the width d = {d}")
+        if config.goc_dims > d:
+            raise ValueError(f"galaxy.goc_dims = {config.goc_dims} exceeds the width d = {d}")
         if config.entropy_dims >= d:
             raise ValueError(f"galaxy.entropy_dims = {config.entropy_dims} must be < the width d = {d} "
                              "(unit-norm points have no full-dimensional density)")
@@ -72,8 +76,10 @@ def _run(config: GalaxyConfig, inputs: GalaxyInputs, d: int) -> AnalysisOutput:
     """The body of ``run``, with the thread cap in place."""
     layer, sizes = int(inputs.layer), tuple(int(s) for s in inputs.sizes)
     references: References = {}  # one bias-cancelling k-NN reference per cloud size n
-    pairs = [analyse_size(config, inputs.decoders[s], s, d, references) for s in bar(sizes, desc="galaxy (sizes)")]
-    act = analyse_activations(config, inputs.activations, d, references)
+    nulls: GocNulls = {}  # one published-protocol entropy null per number of points it sees
+    pairs = [analyse_size(config, inputs.decoders[s], s, d, references, nulls)
+             for s in bar(sizes, desc="galaxy (sizes)")]
+    act = analyse_activations(config, inputs.activations, d, references, nulls)
     clouds = [c for pair in [*pairs, act] for c in pair]
     fits = fits_table(layer, clouds)
     return AnalysisOutput(
@@ -85,17 +91,23 @@ def _run(config: GalaxyConfig, inputs: GalaxyInputs, d: int) -> AnalysisOutput:
     )
 
 
-def analyse_size(config: GalaxyConfig, decoder: np.ndarray, size: int, d: int, references: References) -> Pair:
+def analyse_size(config: GalaxyConfig, decoder: np.ndarray, size: int, d: int, references: References,
+                 nulls: GocNulls) -> Pair:
     """One dictionary's decoder cloud and its isotropic Gaussian null of the same n and d."""
     pts, zero = prepared(decoder, config, DECODER, size)
-    res = analyse_cloud("decoder", size, pts, zero, config, DECODER, references)
+    res = analyse_cloud("decoder", size, pts, zero, config, DECODER, references,
+                        published_entropy(pts, config, DECODER))
     null_pts = gaussian_null_cloud(len(pts), d, config, NULL)
-    return res, analyse_cloud("gaussian", size, null_pts, 0, config, NULL, references)
+    return res, analyse_cloud("gaussian", size, null_pts, 0, config, NULL, references,
+                              published_entropy_null(len(pts), d, config, nulls))
 
 
-def analyse_activations(config: GalaxyConfig, activations: np.ndarray, d: int, references: References) -> Pair:
+def analyse_activations(config: GalaxyConfig, activations: np.ndarray, d: int, references: References,
+                        nulls: GocNulls) -> Pair:
     """The activation sample's cloud, processed like a decoder's, and its isotropic null."""
     pts, zero = prepared(activations, config, ACTIVATIONS, len(activations))
-    act = analyse_cloud("activations", 0, pts, zero, config, ACTIVATIONS, references)
+    act = analyse_cloud("activations", 0, pts, zero, config, ACTIVATIONS, references,
+                        published_entropy(pts, config, ACTIVATIONS))
     null_pts = gaussian_null_cloud(len(pts), d, config, ACTIVATIONS_NULL)
-    return act, analyse_cloud("activations_gaussian", 0, null_pts, 0, config, ACTIVATIONS_NULL, references)
+    return act, analyse_cloud("activations_gaussian", 0, null_pts, 0, config, ACTIVATIONS_NULL, references,
+                              published_entropy_null(len(pts), d, config, nulls))

@@ -10,7 +10,8 @@ import numpy as np
 from saeatlas.analysis.common.plotting import size_colors
 from saeatlas.analysis.galaxy.clouds import CloudResult, Pair
 from saeatlas.analysis.galaxy.config import GalaxyConfig
-from saeatlas.analysis.galaxy.spectrum import LI2024_SLOPE_GAUSSIAN, LI2024_SLOPE_LAYER12, SlopeFit
+from saeatlas.analysis.common.published import value
+from saeatlas.analysis.galaxy.spectrum import SlopeFit
 
 
 def _fit_line(f: SlopeFit, config: GalaxyConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -76,15 +77,23 @@ def _slope_panel(ax2: Any, pairs: list[Pair], act: Pair, config: GalaxyConfig) -
           "SAE decoders")
     _bars(ax2, pairs, lambda p: p[1].fit.alpha, lambda p: (p[1].fit.ci_low, p[1].fit.ci_high), 0.1, "grey",
           "isotropic Gaussian")
+    # the published window (Li et al.'s ranks), hollow markers, beside ours
+    _bars(ax2, pairs, lambda p: p[0].fit_goc.alpha, lambda p: (p[0].fit_goc.ci_low, p[0].fit_goc.ci_high), -0.25,
+          "C1", f"SAE decoders, ranks {config.published_rank_min}-{config.published_rank_max}")
+    _bars(ax2, pairs, lambda p: p[1].fit_goc.alpha, lambda p: (p[1].fit_goc.ci_low, p[1].fit_goc.ci_high), 0.25,
+          "silver", f"isotropic Gaussian, ranks {config.published_rank_min}-{config.published_rank_max}")
     if ares.fit.estimated:
         ax2.axhline(ares.fit.alpha, color="k", lw=1, label=f"activations ({ares.fit.alpha:.3f})")
         if ares.fit.ci_low is not None:
             ax2.axhspan(ares.fit.ci_low, ares.fit.ci_high, color="k", alpha=0.08)
-    ax2.axhline(LI2024_SLOPE_LAYER12, color="C3", ls="--", lw=0.8, label="Li et al. 2024, Gemma layer 12")
-    ax2.axhline(LI2024_SLOPE_GAUSSIAN, color="C3", ls=":", lw=0.8, label="Li et al. 2024, Gaussian")
+    ax2.axhline(value("galaxy", "li2024_slope_layer12"), color="C3", ls="--", lw=0.8,
+                label="Li et al. 2024, Gemma layer 12 (ranks 10-150)")
+    ax2.axhline(value("galaxy", "li2024_slope_gaussian"), color="C3", ls=":", lw=0.8,
+                label="Li et al. 2024, Gaussian (ranks 10-150)")
     ax2.set_xticks(np.arange(len(pairs)), [str(r.size) for r, _ in pairs])
     ax2.set_xlabel("dictionary size")
-    ax2.set_ylabel(f"power-law slope α (ranks {config.rank_min}-{config.rank_max})")
+    ax2.set_ylabel(f"power-law slope α (ranks {config.rank_min}-{config.rank_max}; orange: "
+                   f"{config.published_rank_min}-{config.published_rank_max})")
     ax2.set_title("slope of the spectrum")
     ax2.legend(fontsize=7)
 

@@ -12,10 +12,6 @@ from saeatlas.progress import bar
 from saeatlas.analysis.common.stats import PowerLawFit, fit_power_law
 from saeatlas.analysis.common.threads import limit_threads
 
-# Published reference numbers (Li et al. 2024, Gemma-2-2B, Gemma Scope residual layer 12).
-LI2024_SLOPE_LAYER12 = 0.47
-LI2024_SLOPE_GAUSSIAN = 0.03
-
 
 def prepare_cloud(x: np.ndarray, normalize_rows: bool, max_points: int, rng: np.random.Generator
                   ) -> tuple[np.ndarray, int]:

@@ -41,6 +41,22 @@ smaller SAE. ``cos_similar_fraction`` is their proxy alone (best cosine ≥ ``si
 differs from ``similar_fraction`` by the split children with ``child_cos ≤ cos < similar_cos``). The
 reference numbers are in the metrics as ``reference.leask2025_*``.
 
+Leask et al.'s published rule, beside our classes (issue 16). Their rule is one cut on the best
+decoder cosine: a larger latent is *reconstruction-like* if ``max_i cos(W'_j, W_i) ≥ leask_cos``
+(0.7), otherwise *novel*, counted over **all** the larger SAE's latents (and matched against all
+of the smaller's), dead and rare ones included: they compare whole dictionaries. That is
+``leask_reconstruction_fraction`` / ``leask_novel_fraction``, the number printed beside their
+≈ 0.65 / 0.35 (second-hand, ``analysis/published.yaml``) and the published-protocol headline.
+The same rule over the alive latents only (``*_alive``) is exactly ``cos_similar_fraction``
+when ``leask_cos == similar_cos`` (the defaults): it is one helper, counted over two
+populations, not a second implementation. ``leask_cos`` is a parameter of its own so that
+tuning our ``similar_cos`` never moves the published-protocol number. Which population matters
+is not cosmetic here: rare and dead latents have fewer near-copies in the smaller SAE (on the
+default study, 11% of the rare latents of n = 18432 against 16% of its alive ones; 26% of
+n = 18432 is rare), so the all-latents fraction is the lower one. Our headline stays ``similar_fraction``: it adds the split children with
+``child_cos ≤ cos < similar_cos`` that the decoder-cosine proxy alone calls novel. Null: the
+rotated larger dictionary, as for every decoder statistic.
+
 Within a split family (parent i, children C), two claims are tested:
 
 - the parent's direction lies in the span of its children's: least squares

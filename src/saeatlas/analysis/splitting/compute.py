@@ -17,6 +17,7 @@ from scipy import sparse
 
 from saeatlas.analysis.common.linalg import random_rotation, unit_rows
 from saeatlas.analysis.common.output import AnalysisOutput
+from saeatlas.analysis.common.published import reference_metrics
 from saeatlas.analysis.splitting.config import SplittingConfig
 from saeatlas.analysis.splitting.families import evaluate_families, family_metrics, family_rows, mean_or_nan
 from saeatlas.analysis.splitting.matching import (
@@ -31,10 +32,6 @@ from saeatlas.analysis.splitting.matching import (
     match,
 )
 
-# Reference numbers of Leask et al. 2025 (see the package docstring).
-LEASK2025_SIMILAR_FRACTION = 0.65
-LEASK2025_NOVEL_FRACTION = 0.35
-
 # Edges of the split tree name the relation: a split child hangs on a "split" edge; every other
 # linked feature's edge is named after its class (a lone link with cos < similar_cos is "novel").
 EDGE_KINDS = {"split_child": "split"}
@@ -45,7 +42,8 @@ MEAN_KEYS = ("identical_fraction", "split_child_fraction", "other_similar_fracti
              "similar_fraction", "cos_similar_fraction", "families", "match_agreement", "best_cos_mean", "best_corr_mean",
              "act_identical_fraction", "mean_children_per_parent", "parent_span_r2_mean",
              "parent_span_r2_best_child_mean", "union_jaccard_mean", "union_coverage_mean",
-             "union_precision_mean")
+             "union_precision_mean", "leask_reconstruction_fraction", "leask_novel_fraction",
+             "leask_reconstruction_fraction_alive", "leask_novel_fraction_alive")
 
 
 @dataclass
@@ -124,6 +122,23 @@ def _class_fractions(c: Classification, n_alive: int, prefix: str, suffix: str) 
     return met
 
 
+def share_at_least(cos: np.ndarray, among: np.ndarray, cut: float) -> float:
+    """Share of the features selected by ``among`` whose best decoder cosine is ≥ ``cut`` (0 if none)."""
+    return float((cos[among] >= cut).sum() / max(int(among.sum()), 1))
+
+
+def leask_metrics(prefix: str, suffix: str, cos: np.ndarray, alive: np.ndarray, cut: float) -> dict[str, float]:
+    """Leask et al.'s rule (best decoder cosine ≥ ``cut``: reconstruction-like, else novel) over
+    all the larger SAE's latents, their protocol and our headline for it, and over the alive ones
+    (the population of our classes; = ``cos_similar_fraction`` when ``cut == similar_cos``)."""
+    out = {}
+    for tag, among in (("", np.ones(len(cos), dtype=bool)), ("_alive", alive)):
+        share = share_at_least(cos, among, cut)
+        out[f"{prefix}leask_reconstruction_fraction{tag}{suffix}"] = share
+        out[f"{prefix}leask_novel_fraction{tag}{suffix}"] = 1.0 - share if among.any() else 0.0
+    return out
+
+
 def _match_metrics(config: SplittingConfig, prefix: str, real: Matching, null: Matching,
                    alive: np.ndarray) -> dict[str, float]:
     """Best-match statistics over the alive larger features, each beside its null."""
@@ -139,8 +154,9 @@ def _match_metrics(config: SplittingConfig, prefix: str, real: Matching, null: M
         (null.act.best_corr[alive] >= config.identical_corr).sum() / max(n_alive, 1))
     met[p + "match_agreement"] = mean_or_nan((real.parent == real.act.best)[alive].astype(float))
     met[p + "match_agreement_null"] = mean_or_nan((null.parent == null.act.best)[alive].astype(float))
-    met[p + "cos_similar_fraction"] = float((real.cos[alive] >= config.similar_cos).sum() / max(n_alive, 1))
-    met[p + "cos_similar_fraction_null"] = float((null.cos[alive] >= config.similar_cos).sum() / max(n_alive, 1))
+    for suffix, m in (("", real), ("_null", null)):
+        met[p + "cos_similar_fraction" + suffix] = share_at_least(m.cos, alive, config.similar_cos)
+        met.update(leask_metrics(p, suffix, m.cos, alive, config.leask_cos))
     similar = alive & (real.cos >= config.similar_cos)
     if similar.any():
         met[p + "match_agreement_similar"] = mean_or_nan((real.parent == real.act.best)[similar].astype(float))
@@ -226,8 +242,7 @@ def _metrics(pairs: list[PairResult]) -> dict[str, float]:
                     if f"pair_{pr.small}_{pr.large}.{name}" in pr.metrics]
             if vals:
                 metrics[f"mean.{name}"] = float(np.mean(vals))
-    metrics["reference.leask2025_similar_fraction"] = LEASK2025_SIMILAR_FRACTION
-    metrics["reference.leask2025_novel_fraction"] = LEASK2025_NOVEL_FRACTION
+    metrics.update(reference_metrics("splitting"))
     return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
 
 

@@ -23,6 +23,13 @@ class SplittingConfig(AnalysisConfig, section="splitting",
     # novel_fraction / similar_fraction comparable with their 35% / 65%.
     similar_cos: float = param(0.7, "Best decoder cosine below which a larger feature is novel "
                                     "(Leask et al. 2025's cut).", exclusiveMinimum=0, maximum=1)
+    # Leask et al.'s published rule, kept apart from similar_cos so that tuning our classes never
+    # moves the published-protocol number: a larger latent is reconstruction-like if its best
+    # decoder cosine to any smaller latent is ≥ 0.7, otherwise novel, over *all* latents (dead and
+    # rare ones included, as they compare whole dictionaries). With the defaults its alive-only
+    # count equals cos_similar_fraction.
+    leask_cos: float = param(0.7, "Best decoder cosine at or above which a larger latent is reconstruction-like "
+                                  "(Leask et al. 2025's published rule).", exclusiveMinimum=0, maximum=1)
     # A split child needs cos ≥ 0.5 with its parent (cos² ≥ 1/4) *and* nested firing (below):
     # the children of a K-way split into orthogonal parts have cos = 1/√K (0.71, 0.58, 0.5 for
     # K = 2, 3, 4), so 0.7 would miss most splits into more than two; chance is ≈ 0.16 in d = 576.

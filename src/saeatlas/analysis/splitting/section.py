@@ -1,11 +1,13 @@
-"""The splitting analysis in the report: class fractions against the null and Leask et al.'s
-reference, split families and their two tests, from the written metrics."""
+"""The splitting analysis in the report: class fractions against the null, Leask et al.'s
+published rule run on our dictionaries beside their published fractions (from
+``analysis/published.yaml``), split families and their two tests, from the written metrics."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping
 
+from saeatlas.analysis.common.published import label
 from saeatlas.analysis.common.section import Figure, Number, Section, Table, metric
 
 
@@ -20,15 +22,27 @@ def _above(n: Number) -> str:
     return "above" if n.null is not None and n.value > n.null else "NOT above"
 
 
+def _per_pair(metrics: Mapping[str, float], pairs: list[tuple[int, ...]]) -> str:
+    """Leask et al.'s reconstruction-like fraction of every pair (all latents), beside its null."""
+    parts = []
+    for a, b in pairs:
+        own = metric(metrics, f"pair_{a}_{b}.leask_reconstruction_fraction")
+        null = metric(metrics, f"pair_{a}_{b}.leask_reconstruction_fraction_null")
+        if own is not None:
+            parts.append(f"{a}→{b} {own:.3g}" + ("" if null is None else f" (null {null:.3g})"))
+    return ", ".join(parts) or "not estimated"
+
+
 def section(metrics: Mapping[str, float], out_dir: Path) -> Section:
     pairs = sorted({tuple(int(x) for x in k.split(".")[0].split("_")[1:]) for k in metrics if k.startswith("pair_")})
     pair_list = ", ".join(f"{a}→{b}" for a, b in pairs)
-    ref_similar = metric(metrics, "reference.leask2025_similar_fraction")
-    ref_novel = metric(metrics, "reference.leask2025_novel_fraction")
-    similar = _number(metrics, "similar fraction", "similar_fraction",
-                      None if ref_similar is None else f"≈ {ref_similar:.2f} (Leask et al. 2025)")
-    novel = _number(metrics, "novel fraction", "novel_fraction",
-                    None if ref_novel is None else f"≈ {ref_novel:.2f} (Leask et al. 2025)")
+    similar = _number(metrics, "similar fraction", "similar_fraction")
+    novel = _number(metrics, "novel fraction", "novel_fraction")
+    leask = _number(metrics, "Leask et al.'s rule, reconstruction-like fraction of all latents",
+                    "leask_reconstruction_fraction", label("splitting", "leask2025_similar_fraction"))
+    leask_novel = _number(metrics, "novel fraction of all latents", "leask_novel_fraction",
+                          label("splitting", "leask2025_novel_fraction"))
+    leask_alive = _number(metrics, "the same rule on alive latents only", "leask_reconstruction_fraction_alive")
     split = _number(metrics, "split-child fraction", "split_child_fraction")
     families = _number(metrics, "Split families per pair", "families")
     agreement = _number(metrics, "Decoder/activation match agreement", "match_agreement")
@@ -38,7 +52,9 @@ def section(metrics: Mapping[str, float], out_dir: Path) -> Section:
 
     summary = (f"Over {len(pairs)} adjacent pair(s) of sizes ({pair_list}), averaged over pairs: "
                f"{similar.text()}; {novel.text()}; {split.text()}. "
-               f"{agreement.text()}, {_above(agreement)} its null (rotated decoder, permuted tokens). ")
+               f"{agreement.text()}, {_above(agreement)} its null (rotated decoder, permuted tokens). "
+               f"Published protocol (best decoder cosine to the smaller SAE >= 0.7, every latent counted): "
+               f"{leask.text()}; {leask_novel.text()}; {leask_alive.text()}. Per pair: {_per_pair(metrics, pairs)}. ")
     if families.value:
         summary += (f"{families.text()}. Is a parent's direction in its children's span? {span.text()}, "
                     f"{_above(span)} the selection-conditioned null. Do its children cover its firings? "
@@ -49,11 +65,12 @@ def section(metrics: Mapping[str, float], out_dir: Path) -> Section:
     return Section(
         title="Feature splitting across dictionary sizes",
         summary=summary,
-        numbers=(similar, novel, split, families, agreement, span, coverage, cos),
+        numbers=(similar, novel, split, leask, leask_novel, leask_alive, families, agreement, span, coverage, cos),
         figures=(
             Figure("figures/splitting_classes.png",
                    "Left: class fractions of the larger SAE's alive features per pair (identical, split child, "
-                   f"other similar, novel), dashed: Leask et al. 2025's similar fraction; {similar.text()}. "
+                   "other similar, novel); stars: Leask et al.'s rule on all latents; dashed: their published "
+                   f"reconstruction-like fraction. {similar.text()}; {leask.text()}. "
                    "Right: split families by number of children (symlog)."),
             Figure("figures/splitting_matches.png",
                    "Best decoder cosine (top) and best activation correlation (bottom) of each alive larger "

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from saeatlas.adapters import analysis_config, codes_dir, sizes
 from saeatlas.analysis.common.job import analysis_job
 from saeatlas.config import Params
 
 
-def run(params: Params, layer: int) -> dict[str, float]:
-    """Match the features of each pair of adjacent sizes (``analysis/splitting/``)."""
+def inputs(params: Params, layer: int, codes: Mapping[int, Any]) -> Any:
+    """The analysis's inputs from code stores by size (the study's, or a seed replica's)."""
     import numpy as np
 
     from saeatlas.analysis.splitting.compute import SplittingInputs
+
+    ns = tuple(sorted(codes))
+    return SplittingInputs(ns, {n: np.asarray(codes[n].decoder()) for n in ns}, {n: codes[n].csr() for n in ns})
+
+
+def run(params: Params, layer: int) -> dict[str, float]:
+    """Match the features of each pair of adjacent sizes (``analysis/splitting/``)."""
     from saeatlas.analysis.splitting.compute import run as compute
     from saeatlas.analysis.splitting.config import SplittingConfig
     from saeatlas.codes import SparseCodes
@@ -20,6 +29,4 @@ def run(params: Params, layer: int) -> dict[str, float]:
     ns = sizes(params, "splitting", at_least=2)
     with analysis_job("splitting", params, layer) as job:
         stores = {n: SparseCodes.open(codes_dir(params, layer, n)) for n in ns}
-        decoders = {n: np.asarray(stores[n].decoder()) for n in ns}
-        codes = {n: stores[n].csr() for n in ns}
-        return job.write(compute(cfg, SplittingInputs(ns, decoders, codes)))
+        return job.write(compute(cfg, inputs(params, layer, stores)))
