@@ -17,11 +17,19 @@ import pytest
 from scipy import sparse
 
 from saeatlas.analysis.common.output import write_output
+from saeatlas.analysis.common.published import label, value
 from saeatlas.analysis.common.stats import null_summary
 from saeatlas.analysis.lobes.ami import AMIScorer, density_bins
 from saeatlas.analysis.lobes.compute import LobesInputs, run
 from saeatlas.analysis.lobes.config import LobesConfig
-from saeatlas.analysis.lobes.cooccurrence import block_ids, count_cooccurrence, iter_code_chunks
+from saeatlas.analysis.lobes.cooccurrence import (
+    block_ids,
+    count_cooccurrence,
+    document_windows,
+    feature_max,
+    iter_code_chunks,
+    subsample_windows,
+)
 from saeatlas.analysis.lobes.domains import domain_enrichment
 from saeatlas.analysis.lobes.section import section
 from saeatlas.analysis.lobes.spectral import (
@@ -364,7 +372,7 @@ def test_output_goes_through_the_shared_writer(tmp_path: Path) -> None:
     write_output(out, tmp_path / "lobes", tmp_path / "metrics.json", "hash")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["k3.ami"] == pytest.approx(out.metrics["k3.ami"])
-    assert metrics["reference.li2024_ami_k2"] == 0.06
+    assert metrics["reference.li2024_ami_k2"] == value("lobes", "li2024_ami_k2") == 0.06
     for name in ("lobes_summary", "lobe_domain_enrichment", "lobe_assignments"):
         assert (tmp_path / "lobes" / "tables" / f"{name}.csv").stat().st_size > 0
     assert (tmp_path / "lobes" / "figures" / "lobes_ami.png").stat().st_size > 0
@@ -383,9 +391,166 @@ def test_section_reads_the_written_metrics(tmp_path: Path) -> None:
     assert sec.missing_files(tmp_path / "lobes") == []
     assert sec.order == 60 and sec.figures and sec.tables
     ami = Number("AMI at k=2", metrics["k2.ami"], null=metrics["k2.ami_null_mean"],
-                 published="≈ 0.06 at k=2 (Li et al. 2024)")
+                 published=label("lobes", "li2024_ami_k2"))
     assert ami.text() in sec.summary and f"{metrics['k2.ami']:.3g}" in sec.summary
     assert f"{metrics['k2.balanced_accuracy']:.3g}" in sec.summary
     # nothing clustered: the summary says agreement was not estimated
     empty = section({"n_analysed": 3, "n_latents": 10}, tmp_path / "lobes")
     assert "not estimated" in empty.summary and empty.missing_files(tmp_path / "lobes") == []
+
+
+# ------------------------------------------------------------------------------------------
+# The published protocol: document windows across contexts, threshold, Li et al.'s classifier
+# ------------------------------------------------------------------------------------------
+
+
+def test_study_documents_are_contiguous_runs_of_rows() -> None:
+    """What the windows rely on: the corpus packs documents one after another, so in the store
+    (BOS excluded) a document is one run of rows, continuing across context boundaries."""
+    from saeatlas.corpus import pack
+
+    class Doc:
+        def __init__(self, n: int):
+            self.ids = list(range(n))
+
+    docs = [(i, Doc(n)) for i, n in enumerate([5, 13, 2, 30, 7, 9])]
+    _, owner, _ = pack(docs, n_contexts=4, positions=15, bos=1, sep=0)
+    rows = owner[:, 1:].reshape(-1)  # what the activation store keeps (BOS excluded)
+    assert (owner[:, 0] == -1).all() and (rows >= 0).all()
+    runs = rows[np.r_[0, np.flatnonzero(np.diff(rows)) + 1]]
+    assert runs.tolist() == sorted(set(runs.tolist()))  # each document once, in order
+    assert (owner[1, 1] == owner[0, -1])  # document 3 continues into the next context
+    win = document_windows(owner.reshape(-1), 8)  # with BOS rows (-1) inside a document: skipped
+    assert (win.row_blocks[owner.reshape(-1) < 0] == -1).all()
+
+
+def brute_windows(doc_ids: np.ndarray, w: int, keep_partial: bool) -> list[np.ndarray]:
+    """Reference: the row indices of every window, document by document, in row order."""
+    out = []
+    for doc in dict.fromkeys(int(x) for x in doc_ids if x >= 0):
+        rows = np.flatnonzero(doc_ids == doc)
+        for a in range(0, rows.size, w):
+            if a + w <= rows.size or keep_partial:
+                out.append(rows[a:a + w])
+    return out
+
+
+@pytest.mark.parametrize("keep_partial", [False, True])
+def test_document_windows_cross_contexts_but_never_documents(keep_partial: bool) -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 40, 30)
+    doc_ids = np.repeat(np.arange(30), lengths)
+    doc_ids[rng.random(doc_ids.size) < 0.05] = -1  # BOS rows: in no window
+    win = document_windows(doc_ids, 8, keep_partial)
+    ref = brute_windows(doc_ids, 8, keep_partial)
+    assert win.n_windows == len(ref)
+    for i, rows in enumerate(ref):
+        assert (np.flatnonzero(win.row_blocks == i) == rows).all()
+        assert np.unique(doc_ids[rows]).size == 1  # one document per window
+    assert win.rows_in_windows == sum(r.size for r in ref)
+    assert win.documents_with_window == len({int(doc_ids[r[0]]) for r in ref})
+    with pytest.raises(ValueError, match="document 1 occupies two separate runs"):
+        document_windows(np.array([0, 0, 1, 1, 2, 1]), 2)
+
+
+def test_window_counts_equal_brute_force_with_threshold_and_any_chunking() -> None:
+    rng = np.random.default_rng(5)
+    codes = random_codes(220, 12, 0.15, seed=5)
+    doc_ids = np.repeat(np.arange(14), rng.integers(5, 30, 14))[:220]
+    win = document_windows(doc_ids, 6)
+    thresholds = 0.5 * codes.max(axis=0)
+    fired = codes > thresholds
+    b = np.array([fired[np.flatnonzero(win.row_blocks == i)].any(0) for i in range(win.n_windows)], dtype=np.int64)
+    for rows in (7, 64, 1000):
+        got = count_cooccurrence(iter_code_chunks(sparse.csr_matrix(codes), rows), 12, 20, 20,
+                                 row_blocks=win.row_blocks, thresholds=thresholds)
+        assert got.n_blocks == win.n_windows
+        assert np.array_equal(got.counts, b.T @ b) and np.array_equal(got.block_counts, b.sum(0))
+        assert np.array_equal(got.firings, fired.sum(0))
+    assert np.array_equal(feature_max(iter_code_chunks(sparse.csr_matrix(codes), 50), 12), codes.max(axis=0))
+    sub = subsample_windows(win.row_blocks, 0.5, np.random.default_rng(0))
+    assert int(sub.max()) + 1 == round(0.5 * win.n_windows) and np.all(np.diff(sub[sub >= 0]) >= 0)
+
+
+def spanning(groups: int, per_group: int, docs: int, ppc: int, seed: int) -> tuple[LobesInputs, np.ndarray]:
+    """Documents of ``ppc`` tokens that start half-way into a context, so each document spans two
+    contexts and each context holds the ends of two documents. A document is about one group: one
+    of the group's features fires in the document's first half (the end of a context), another in
+    its second half (the start of the next context). Within a context the features come from two
+    unrelated documents: per-context blocks see no group; document windows see every pair. Decoder:
+    the group's centroid plus noise. Returns the inputs and the planted group of each feature."""
+    rng = np.random.default_rng(seed)
+    n, half = groups * per_group, ppc // 2
+    rows = (docs + 1) * ppc
+    doc_ids = np.concatenate([np.zeros(half, np.int64), np.repeat(np.arange(1, docs + 1), ppc),
+                              np.full(half, docs + 1)])
+    group = rng.integers(0, groups, docs)
+    first = group * per_group + rng.integers(0, per_group, docs)
+    second = group * per_group + (first % per_group + rng.integers(1, per_group, docs)) % per_group
+    start = half + np.arange(docs) * ppc
+    r = np.concatenate([start + rng.integers(0, half, docs), start + half + rng.integers(0, half, docs)])
+    codes = sparse.csr_matrix((rng.uniform(0.5, 2.0, 2 * docs), (r, np.concatenate([first, second]))),
+                              shape=(rows, n))
+    label = np.repeat(np.arange(groups), per_group)
+    decoder = rng.standard_normal((groups, 16))[label] + 0.3 * rng.standard_normal((n, 16))
+    return LobesInputs(codes, n, ppc, decoder, doc_ids=doc_ids), label
+
+
+PROTOCOL = replace(FAST, k_values=(5,), goc_k_values=(5,), block_size=16, goc_window=16, n_permutations=50,
+                   goc_n_permutations=50, classifier_k_max=0, goc_classifier_k_max=0)
+
+
+def test_planted_groups_spanning_contexts_are_found_by_document_windows_only() -> None:
+    from sklearn.metrics import adjusted_mutual_info_score as ami
+
+    inputs, label = spanning(5, 6, docs=1500, ppc=16, seed=0)
+    out = run(PROTOCOL, inputs)
+    m = out.metrics
+    assert m["goc.n_windows"] == 1500 and m["goc.tokens_in_windows"] == 1500 * 16  # fillers are half windows
+    lobes = {r["feature"]: r["lobe_k5"] for r in out.tables["lobes_protocol_assignments"]}
+    feats = np.array(sorted(lobes))
+    assert feats.size == 30 and ami(label[feats], [lobes[f] for f in feats]) > 0.9  # the planted groups
+    assert m["goc.k5.ami"] > 0.9 and m["goc.k5.ami_z"] > 10  # and they agree with the geometry
+    ours = {r["feature"]: r["lobe_k5"] for r in out.tables["lobe_assignments"]}
+    f_ours = np.array(sorted(ours))
+    assert ami(label[f_ours], [ours[f] for f in f_ours]) < 0.15  # per-context blocks see no group
+    assert m["k5.ami"] < 0.15
+    # windows that ignored documents (fixed offsets from row 0) would be the contexts: same failure
+    shifted = replace(inputs, doc_ids=np.zeros_like(inputs.doc_ids))
+    m2 = run(PROTOCOL, shifted).metrics
+    assert m2["goc.k5.ami"] < 0.15
+
+
+def test_protocol_threshold_and_classifier() -> None:
+    inputs = planted(2, 40, aligned=True, seed=6, contexts=200, ppc=32)
+    doc_ids = np.repeat(np.arange(100), 64)  # two contexts per document
+    cfg = replace(FAST, k_values=(2,), goc_k_values=(2, 4, 1024), goc_max_k=4, goc_window=64, goc_random_trials=20,
+                  goc_classifier_k_max=2, classifier_k_max=0)
+    m = run(cfg, replace(inputs, doc_ids=doc_ids)).metrics
+    assert m["goc.n_windows"] == 100 and m["goc.n_k_skipped"] == 1 and "goc.k1024.ami" not in m
+    assert m["goc.k2.balanced_accuracy"] > 0.9
+    assert abs(m["goc.k2.balanced_accuracy_random_mean"] - 0.5) < 0.1  # 16 test features: sd ~0.12
+    assert m["goc.k2.balanced_accuracy_random_p"] == pytest.approx(1 / 21)
+    # a threshold above every code of a feature makes it dead for the protocol, not for us
+    x = inputs.codes.tolil()
+    x[:, 0] = 0
+    x[0, 0] = 10.0  # one big firing: the max; every other firing of feature 0 is below 0.5 of it
+    for r in range(1, 6000, 50):
+        x[r, 0] = 1.0
+    strict = run(replace(cfg, goc_threshold=0.5), replace(inputs, codes=x.tocsr(), doc_ids=doc_ids)).metrics
+    assert strict["goc.n_rare"] >= 1 and strict["n_rare"] == 0
+    with pytest.raises(ValueError, match="doc_ids has"):
+        run(cfg, replace(inputs, doc_ids=doc_ids[:10]))
+
+
+def test_section_shows_the_protocol_beside_ours_and_the_published(tmp_path: Path) -> None:
+    inputs, _ = spanning(5, 6, docs=400, ppc=16, seed=1)
+    out = run(replace(PROTOCOL, k_values=(2, 5), goc_k_values=(2, 5)), inputs)
+    write_output(out, tmp_path / "lobes", tmp_path / "metrics.json", "hash")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    sec = section(metrics, tmp_path / "lobes")
+    assert sec.missing_files(tmp_path / "lobes") == []
+    proto = [num for num in sec.numbers if "published protocol" in num.label]
+    assert [num.value for num in proto] == [metrics["goc.k2.ami"], metrics["goc.k5.ami"]]
+    assert proto[0].published == label("lobes", "li2024_ami_k2") and proto[0].text() in sec.summary
+    assert "windows of 16 tokens of one document (400 windows)" in sec.summary

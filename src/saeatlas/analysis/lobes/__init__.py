@@ -15,7 +15,28 @@ features co-occur when both fire within the same block of 256 tokens of Pile doc
 co-occurrence measures compared were simple matching, Jaccard, Dice, overlap and phi. Published
 numbers (read from their figures, approximate): lobe AMI ~0.06 at 2 clusters rising to ~0.23 near
 128-256 clusters; balanced accuracy ~0.85 at 2 lobes against ~0.50 for random vectors. They are in
-the metrics as ``reference.li2024_*``.
+``analysis/published.yaml`` and in the metrics as ``reference.li2024_*``.
+
+Their released code (``ejmichaud/feature-geometry``, ``brain/``), read for the facts: each of 50k
+Pile documents is truncated to 1024 tokens, BOS dropped, and cut into 256-token chunks, the last
+shorter chunk dropped; a latent is active in a chunk if its activation exceeds 1 somewhere in it;
+sklearn's ``SpectralClustering(affinity="precomputed", random_state=42)`` on all 16k latents for k
+= 2 .. 1024; AMI against the angular-similarity clusters; 100 label permutations; the classifier
+trains on the first 80% of the latents and tests balanced accuracy on the rest, against 100 sets
+of random unit vectors. One script shifts phi by +1 (into [0, 2]) instead of clipping negatives;
+the figure's phi clusters come from files not released, so which was used is not known.
+
+**The published protocol beside ours** (metrics ``goc.*``, table ``lobes_protocol_summary``): the
+same steps 3-6 on other blocks and firings: blocks are ``goc_window`` (256) consecutive tokens of
+one document, running across our 127-token contexts (the store's rows are in corpus order and a
+document is one run of rows: ``document_windows`` checks it and raises otherwise), never across
+two documents, the last shorter window dropped as theirs; a feature fires where its code exceeds
+``goc_threshold`` times its largest code (0: any firing; their "> 1" is on Gemma Scope's raw scale,
+which TopK codes in our normalised units do not share); k = ``goc_k_values`` up to ``goc_max_k``;
+``goc_n_permutations`` shuffles; their classifier (one 80/20 split, plain logistic regression on
+unit decoder rows, against ``goc_random_trials`` sets of random unit vectors). What stays ours: the
+features left out (dead, rare, always on, isolated) and clipping negative phi. ``sweep.py`` varies
+one factor at a time (window, share of the windows, threshold) to find which moves AMI.
 
 Our estimator, step by step (the formula is next to the code of each step):
 

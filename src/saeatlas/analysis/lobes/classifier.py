@@ -50,3 +50,42 @@ def classifier_metrics(k: int, x_dec: np.ndarray, x_rand: np.ndarray, y: np.ndar
     return {p + "balanced_accuracy": lobe_balanced_accuracy(x_dec, y, folds, seed, max_iter),
             p + "balanced_accuracy_random": lobe_balanced_accuracy(x_rand, y, folds, seed, max_iter),
             p + "balanced_accuracy_chance": 1.0 / classes}
+
+
+def split_balanced_accuracy(x: np.ndarray, y: np.ndarray, train: np.ndarray, max_iter: int) -> float:
+    """Balanced accuracy on the rows outside ``train`` of a plain logistic regression fitted on the
+    rows in ``train`` (Li et al.'s protocol: one split, no class weights)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+
+    test = ~train
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = LogisticRegression(max_iter=max_iter).fit(x[train], y[train])
+    return float(balanced_accuracy_score(y[test], clf.predict(x[test])))
+
+
+def protocol_classifier_metrics(k: int, dec: np.ndarray, y: np.ndarray, train_fraction: float, trials: int,
+                                max_iter: int, rng: np.random.Generator) -> dict[str, float]:
+    """Li et al.'s lobe classifier: unit decoder rows -> lobe, one ``train_fraction`` split (theirs
+    was the first 80% of the features; feature order in an SAE is arbitrary, so a seeded random
+    split is the same thing), balanced test accuracy; beside ``trials`` sets of random unit vectors
+    in place of the decoder rows (mean, sd, z, p). Nothing when the split leaves one class to train
+    on or nothing to test."""
+    m = y.size
+    n_train = int(round(train_fraction * m))
+    train = np.zeros(m, dtype=bool)
+    train[rng.permutation(m)[:n_train]] = True
+    if np.unique(y[train]).size < 2 or n_train == m:
+        return {}
+    from saeatlas.analysis.common.stats import null_summary
+
+    acc = split_balanced_accuracy(unit_rows(dec), y, train, max_iter)
+    null = np.array([split_balanced_accuracy(unit_rows(rng.standard_normal(dec.shape)), y, train, max_iter)
+                     for _ in range(trials)])
+    s = null_summary(acc, null)
+    p = f"k{k}."
+    return {p + "balanced_accuracy": acc, p + "balanced_accuracy_random_mean": s["mean"],
+            p + "balanced_accuracy_random_sd": s["sd"], p + "balanced_accuracy_random_z": s["z"],
+            p + "balanced_accuracy_random_p": s["p"]}

@@ -1,11 +1,12 @@
 """The lobes analysis, step by step (the methods are in the package docstring): count, keep the
 features with evidence, cluster both ways, compare against the nulls, classify, and name the
-lobes by corpus domain."""
+lobes by corpus domain; then the same steps under the published protocol (document windows, an
+activity threshold, k up to ``goc_max_k``, Li et al.'s classifier), under ``goc.``."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -14,12 +15,19 @@ from saeatlas.analysis.common.output import AnalysisOutput
 from saeatlas.progress import bar
 from saeatlas.analysis.common.threads import limit_threads
 from saeatlas.analysis.lobes.ami import agreement_metrics, density_bins
-from saeatlas.analysis.lobes.classifier import classifier_inputs, classifier_metrics
+from saeatlas.analysis.common.published import reference_metrics
+from saeatlas.analysis.lobes.classifier import classifier_inputs, classifier_metrics, protocol_classifier_metrics
 from saeatlas.analysis.lobes.config import SMALL_PROBLEM, LobesConfig
-from saeatlas.analysis.lobes.cooccurrence import CooccurrenceCounts, count_cooccurrence, iter_code_chunks, known_rows
+from saeatlas.analysis.lobes.cooccurrence import (
+    CooccurrenceCounts,
+    count_cooccurrence,
+    document_windows,
+    feature_max,
+    iter_code_chunks,
+    known_rows,
+)
 from saeatlas.analysis.lobes.domains import lobe_domains
 from saeatlas.analysis.lobes.figures import ami_figure, domain_heatmap
-from saeatlas.analysis.lobes.published import reference_metrics
 from saeatlas.analysis.lobes.spectral import (
     affinity_inplace,
     angular_affinity,
@@ -35,7 +43,10 @@ class LobesInputs:
 
     ``codes`` is one of: a ``scipy.sparse`` matrix [N, n_latents]; a ``SparseCodes`` store (anything
     with ``csr(start, stop)`` and ``n_tokens``: read ``chunk_rows`` rows at a time); or an iterable
-    of CSR chunks [rows, n_latents] that are consecutive rows from row 0 (consumed once).
+    of CSR chunks [rows, n_latents] that are consecutive rows from row 0 (consumed once: then the
+    published-protocol variant, which reads the codes again, cannot run).
+    ``doc_ids``: the corpus document of every row (-1 at BOS), in corpus order; without it the
+    published-protocol variant is not run.
     """
 
     codes: Any
@@ -44,6 +55,7 @@ class LobesInputs:
     decoder: np.ndarray  # [n_latents, d]: decoder rows (any norm)
     row_domains: np.ndarray | None = None  # int [N]: index into domain_names; -1 = unknown
     domain_names: tuple[str, ...] = ()
+    doc_ids: np.ndarray | None = None  # int [N]: document of each row, -1 = BOS
 
     def validate(self) -> None:
         if self.n_latents < 2:
@@ -63,6 +75,12 @@ class LobesInputs:
         n_rows = known_rows(self.codes)
         if n_rows is not None and self.row_domains is not None and len(self.row_domains) != n_rows:
             raise ValueError(f"row_domains has {len(self.row_domains)} rows, codes {n_rows}")
+        if self.doc_ids is not None:
+            if n_rows is None:
+                raise ValueError("doc_ids were given with codes that can be read only once: the published-protocol "
+                                 "variant reads the codes a second time (pass a matrix or a code store)")
+            if len(self.doc_ids) != n_rows:
+                raise ValueError(f"doc_ids has {len(self.doc_ids)} rows, codes {n_rows}")
 
 
 @dataclass
@@ -77,7 +95,8 @@ class KResult:
 
 
 def run(config: LobesConfig, inputs: LobesInputs) -> AnalysisOutput:
-    """Count, cluster both ways, compare against the nulls, classify, and name the lobes by domain.
+    """Count, cluster both ways, compare against the nulls, classify, and name the lobes by domain;
+    then the published protocol beside it.
 
     Metrics: ``n_*`` (tokens, blocks, features kept and left out), ``cooc.*``, ``eig.*``; per
     clustered k: ``k<k>.ami`` with ``_null_mean/_null_sd/_z/_p`` (label-shuffle null) and
@@ -85,53 +104,114 @@ def run(config: LobesConfig, inputs: LobesInputs) -> AnalysisOutput:
     ``k<k>.ami_lobes_vs_density`` / ``ami_geom_vs_density``, ``largest_lobe_fraction`` /
     ``largest_geom_fraction``; for k <= classifier_k_max ``k<k>.balanced_accuracy`` /
     ``balanced_accuracy_random`` / ``balanced_accuracy_chance``; for k <= domain_k_max
-    ``k<k>.domain_enrichment_max`` beside ``_null_mean/_null_sd``; ``reference.li2024_*``.
-    Tables ``lobes_summary`` (one row per k), ``lobe_domain_enrichment`` (k, lobe, domain) and
-    ``lobe_assignments`` (one row per analysed feature). Figure ``lobes_ami`` (matplotlib);
-    interactive ``lobes_domains`` (Plotly heatmap).
+    ``k<k>.domain_enrichment_max`` beside ``_null_mean/_null_sd``; ``reference.li2024_*``; and,
+    with ``doc_ids`` and ``goc_enabled``, the same under ``goc.`` for the published protocol
+    (``goc.n_windows`` ..., ``goc.k<k>.ami`` ..., ``goc.k<k>.balanced_accuracy`` beside
+    ``_random_mean/_sd/_z/_p``).
+    Tables ``lobes_summary`` (one row per k), ``lobe_domain_enrichment`` (k, lobe, domain),
+    ``lobe_assignments`` (one row per analysed feature), and ``lobes_protocol_summary`` /
+    ``lobes_protocol_assignments`` the same for the protocol variant. Figure ``lobes_ami``
+    (matplotlib); interactive ``lobes_domains`` (Plotly heatmap).
     """
     inputs.validate()
     rng_perm, rng_rand, rng_dom, rng_sub = (np.random.default_rng(s) for s in
                                             np.random.SeedSequence(config.seed).spawn(4))
     names = tuple(inputs.domain_names)
     counts = _count(config, inputs)  # 1-2: blocks, C = BᵀB
+    keep, metrics, results = _estimate(config, inputs, counts, config.cluster_ks(), rng_perm, rng_rand,
+                                       rng_sub)  # 3-7
+    with limit_threads(1 if keep.size < SMALL_PROBLEM else None, torch_too=True):
+        domains = lobe_domains([(r.k, r.lobes) for r in results], counts.domain_firings[keep], names,
+                               config.domain_k_max, config.n_permutations, rng_dom)  # 8
+    for r in results:
+        r.metrics.update(domains.metrics.get(r.k, {}))
+        metrics.update(r.metrics)
+    metrics.update(reference_metrics("lobes"))
+    metrics.update(_domain_shares(inputs, counts, keep, names))
+    tables = {"lobes_summary": _summary_rows(results), "lobe_domain_enrichment": domains.rows,
+              "lobe_assignments": _assignment_rows(results, counts, keep)}
+    del counts
+    if config.goc_enabled and inputs.doc_ids is not None:
+        proto_metrics, proto_results, proto_keep = published_protocol(config, inputs)
+        metrics.update(proto_metrics)
+        tables["lobes_protocol_summary"] = _summary_rows(proto_results)
+        tables["lobes_protocol_assignments"] = [
+            {"feature": f, **{f"lobe_k{r.k}": int(r.lobes[i]) for r in proto_results},
+             **{f"geom_k{r.k}": int(r.geo[i]) for r in proto_results}} for i, f in enumerate(proto_keep.tolist())]
+    metrics = _finite_numbers(metrics)
+    return AnalysisOutput(
+        metrics=metrics, tables=tables,
+        figures={"lobes_ami": ami_figure([r.k for r in results], metrics)},
+        interactive={"lobes_domains": domain_heatmap(domains.ylabels, list(names), domains.z, domains.text)},
+    )
+
+
+def _estimate(config: LobesConfig, inputs: LobesInputs, counts: CooccurrenceCounts, cluster_ks: tuple[int, ...],
+              rng_perm: np.random.Generator, rng_rand: np.random.Generator,
+              rng_sub: np.random.Generator) -> tuple[np.ndarray, dict[str, float], list[KResult]]:
+    """Steps 3-7 on one set of counts (ours or the protocol's): the features kept, the metrics so
+    far (the per-k ones are in each result's ``metrics``) and one result per clustered k."""
     keep, metrics = _features_with_evidence(config, inputs, counts)  # dead, rare, always-on left out
     buf, keep = _cooccurrence_affinity(config, counts, keep, metrics)  # 3: affinity; isolated left out
     m = int(keep.size)
     metrics["n_analysed"] = m
-    ks = [k for k in config.cluster_ks() if k * config.min_features_per_cluster <= m]
-    metrics["n_k_skipped"] = len(config.cluster_ks()) - len(ks)
+    ks = [k for k in cluster_ks if k * config.min_features_per_cluster <= m]
+    metrics["n_k_skipped"] = len(cluster_ks) - len(ks)
     with limit_threads(1 if m < SMALL_PROBLEM else None, torch_too=True):
         emb_c, eig_c = (spectral_embedding(buf, max(ks), tol=config.eig_tol, max_restarts=config.eig_max_restarts,
                                            seed=config.seed) if ks else (np.zeros((m, 0)), {}))  # 4
         del buf  # the last reference to the n x n counts: freed before the geometric affinity is built
         results = _cluster_and_compare(config, inputs, counts, emb_c, eig_c, keep, ks, metrics,
                                        rng_perm, rng_rand, rng_sub)  # 5-7
-        domains = lobe_domains([(r.k, r.lobes) for r in results], counts.domain_firings[keep], names,
-                               config.domain_k_max, config.n_permutations, rng_dom)  # 8
+    return keep, metrics, results
+
+
+def published_protocol(config: LobesConfig,
+                       inputs: LobesInputs) -> tuple[dict[str, float], list[KResult], np.ndarray]:
+    """The published protocol on our data, under ``goc.``: blocks are ``goc_window``-token windows
+    of one document (``document_windows``), a feature fires above ``goc_threshold`` of its largest
+    code, k runs over ``goc_k_values`` up to ``goc_max_k`` with ``goc_n_permutations`` shuffles,
+    and the classifier is Li et al.'s (one 80/20 split, random unit vectors). Affinity, the
+    features left out, the spectral clustering and the AMI are the same steps as ours. Returns the
+    ``goc.*`` metrics, one result per clustered k and the analysed features."""
+    assert inputs.doc_ids is not None
+    rng_perm, rng_rand, rng_sub, rng_clf = (np.random.default_rng(s) for s in
+                                            np.random.SeedSequence([config.seed, 1]).spawn(4))
+    win = document_windows(np.asarray(inputs.doc_ids), config.goc_window, config.goc_keep_partial)
+    thresholds = None
+    if config.goc_threshold > 0:
+        thresholds = config.goc_threshold * feature_max(iter_code_chunks(inputs.codes, config.chunk_rows),
+                                                        inputs.n_latents)
+    counts = _count(config, inputs, row_blocks=win.row_blocks, thresholds=thresholds)
+    cfg = replace(config, k_values=config.goc_ks() or (2,), n_permutations=config.goc_n_permutations,
+                  classifier_k_max=0, domain_k_max=1)
+    keep, metrics, results = _estimate(cfg, inputs, counts, config.goc_ks(), rng_perm, rng_rand, rng_sub)
+    metrics["n_k_skipped"] += len(set(config.goc_k_values)) - len(config.goc_ks())
+    metrics.update({"window": config.goc_window, "threshold": config.goc_threshold, "n_windows": win.n_windows,
+                    "n_documents": win.n_documents, "documents_with_window": win.documents_with_window,
+                    "tokens_in_windows": win.rows_in_windows})
+    metrics.pop("block_size_effective", None)
+    dec = np.asarray(inputs.decoder, dtype=np.float32)[keep]
+    sub = np.sort(rng_sub.choice(keep.size, size=min(keep.size, config.classifier_max_features), replace=False))
     for r in results:
-        r.metrics.update(domains.metrics.get(r.k, {}))
+        if r.k <= config.goc_classifier_k_max:
+            r.metrics.update(protocol_classifier_metrics(r.k, dec[sub], r.lobes[sub], config.goc_train_fraction,
+                                                         config.goc_random_trials, config.classifier_max_iter,
+                                                         rng_clf))
         metrics.update(r.metrics)
-    metrics.update(reference_metrics())
-    metrics.update(_domain_shares(inputs, counts, keep, names))
-    metrics = _finite_numbers(metrics)
-    return AnalysisOutput(
-        metrics=metrics,
-        tables={"lobes_summary": _summary_rows(results), "lobe_domain_enrichment": domains.rows,
-                "lobe_assignments": _assignment_rows(results, counts, keep)},
-        figures={"lobes_ami": ami_figure([r.k for r in results], metrics)},
-        interactive={"lobes_domains": domain_heatmap(domains.ylabels, list(names), domains.z, domains.text)},
-    )
+    return {f"goc.{key}": val for key, val in metrics.items()}, results, keep
 
 
-def _count(config: LobesConfig, inputs: LobesInputs) -> CooccurrenceCounts:
-    """Steps 1-2: one streamed pass over the codes, ``chunk_rows`` rows at a time."""
+def _count(config: LobesConfig, inputs: LobesInputs, row_blocks: np.ndarray | None = None,
+           thresholds: np.ndarray | None = None) -> CooccurrenceCounts:
+    """Steps 1-2: one streamed pass over the codes, ``chunk_rows`` rows at a time (blocks of one
+    context, or the given ``row_blocks``)."""
     n_rows_known = known_rows(inputs.codes)
     total_chunks = -(-n_rows_known // config.chunk_rows) if n_rows_known else None
     n_domains = len(inputs.domain_names) if inputs.row_domains is not None else 0
     return count_cooccurrence(iter_code_chunks(inputs.codes, config.chunk_rows), int(inputs.n_latents),
                               inputs.positions_per_context, config.block_size, inputs.row_domains, n_domains,
-                              config.count_method, total_chunks)
+                              config.count_method, total_chunks, row_blocks=row_blocks, thresholds=thresholds)
 
 
 def _features_with_evidence(config: LobesConfig, inputs: LobesInputs,

@@ -70,6 +70,38 @@ class LobesConfig(AnalysisConfig, section="lobes",
     eig_tol: float = param(1e-2, "Relative residual tolerance of the eigenvectors.", exclusiveMinimum=0)
     eig_max_restarts: int = count(30, "Restarts of the block Krylov eigen-solver.")
 
+    # --- The published protocol (Li et al. 2024 and their released code), computed beside ours
+    # with its metrics under ``goc.``; needs each row's document id (the stage passes the store's).
+    goc_enabled: bool = param(True, "Also run the published protocol (document windows, threshold, k up to "
+                              "goc_max_k), metrics under goc.*.")
+    # Tokens per window. Windows run across our 127-token contexts but never across a document.
+    goc_window: int = count(256, "Tokens per window of one document (the paper: 256).")
+    # Their script drops a document's last, shorter window; true keeps it (more text, mixed lengths).
+    goc_keep_partial: bool = param(False, "Keep each document's last, shorter window.")
+    # Fires = code > goc_threshold x the feature's largest code on these tokens. The paper's
+    # "activation > 1" is on Gemma Scope's raw scale and has no counterpart on TopK codes in our
+    # normalised units; relative to each feature's maximum it means the same for every feature.
+    # 0 = any firing (a TopK code is > 0 only when the feature is selected).
+    goc_threshold: float = param(0.0, "A feature fires where its code exceeds this fraction of its largest code.",
+                                 minimum=0, exclusiveMaximum=1)
+    goc_k_values: tuple[int, ...] = param((2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+                                          "Numbers of clusters of the protocol variant (the paper: 2 .. 1024).",
+                                          items={"minimum": 2}, minItems=1)
+    # Eigenvectors and k-means cost grow with k: k above this is skipped (goc.n_k_skipped). 1024
+    # eigenvectors of an 18432 x 18432 affinity are not affordable on 2 cores (see README).
+    goc_max_k: int = param(256, "Largest k clustered by the protocol variant.", minimum=2)
+    goc_n_permutations: int = count(100, "Label permutations of the protocol variant's AMI null (the paper: 100).")
+    # Their classifier: one 80/20 split, plain logistic regression, against random unit vectors.
+    goc_classifier_k_max: int = param(2, "Largest k for the protocol's 80/20 classifier (below 2: none).", minimum=0)
+    goc_random_trials: int = param(100, "Sets of random unit vectors of the protocol's classifier baseline.",
+                                   minimum=1)
+    goc_train_fraction: float = param(0.8, "Training share of the protocol's single split.", exclusiveMinimum=0,
+                                      exclusiveMaximum=1)
+
+    def goc_ks(self) -> tuple[int, ...]:
+        """The protocol variant's k values within ``goc_max_k``."""
+        return tuple(sorted(k for k in set(self.goc_k_values) if k <= self.goc_max_k))
+
     def check(self) -> None:
         if self.classifier_max_features < 2 * self.cv_folds:
             raise ValueError("lobes.classifier_max_features must be >= 2 * lobes.cv_folds, got "

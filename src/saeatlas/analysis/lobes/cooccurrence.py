@@ -75,6 +75,84 @@ def block_ids(rows: np.ndarray, positions_per_context: int, block_size: int) -> 
     return (rows // positions_per_context) * per_context + (rows % positions_per_context) // s
 
 
+@dataclass
+class DocumentWindows:
+    """Each row's window (``row_blocks``, -1: in none) and what the windowing kept."""
+
+    row_blocks: np.ndarray  # int64 [N]: dense window ids, nondecreasing in row order; -1 = no window
+    n_windows: int
+    n_documents: int  # documents with at least one row
+    documents_with_window: int
+    rows_in_windows: int
+
+
+def document_windows(doc_ids: np.ndarray, window: int, keep_partial: bool = False) -> DocumentWindows:
+    """Li et al.'s blocks on our store: each document's tokens (rows with ``doc_ids >= 0``; -1 marks
+    BOS) cut into consecutive windows of ``window`` tokens, crossing context boundaries but never
+    a document boundary. A document's last, shorter window is dropped unless ``keep_partial``: their
+    released counting script drops it (``j + k <= len``), and kept it would mix windows of
+    different lengths, whose firing counts are not comparable. The corpus packs documents one
+    after another into consecutive contexts, so a document is one run of rows; a document found
+    in two separate runs means the rows are not in corpus order, and that is an error (windows
+    would join unrelated text)."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1 token, got {window}")
+    d = np.asarray(doc_ids).astype(np.int64, copy=False)
+    where = np.flatnonzero(d >= 0)
+    out = np.full(d.size, -1, dtype=np.int64)
+    if where.size == 0:
+        return DocumentWindows(out, 0, 0, 0, 0)
+    v = d[where]
+    run_start = np.r_[0, np.flatnonzero(np.diff(v) != 0) + 1]  # in ``where`` indexing
+    docs = v[run_start]
+    names, runs = np.unique(docs, return_counts=True)
+    if (runs > 1).any():
+        twice = names[runs > 1]
+        raise ValueError(f"document {int(twice[0])} occupies two separate runs of rows: the rows are not in "
+                         "corpus order, so windows across contexts would join unrelated text")
+    run_len = np.diff(np.r_[run_start, v.size])
+    run_of = np.repeat(np.arange(run_start.size), run_len)
+    pos = np.arange(v.size) - run_start[run_of]
+    win = pos // window
+    full = (win + 1) * window <= run_len[run_of]
+    keep = full | keep_partial
+    key = run_of[keep] * (int(run_len.max()) // window + 1) + win[keep]  # increases with the row
+    _, dense = np.unique(key, return_inverse=True)
+    out[where[keep]] = dense
+    n_windows = int(dense.max()) + 1 if dense.size else 0
+    return DocumentWindows(out, n_windows, int(run_start.size), int(np.unique(run_of[keep]).size),
+                           int(keep.sum()))
+
+
+def subsample_windows(row_blocks: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A seeded random ``fraction`` of the windows (the others' rows become -1), renumbered densely
+    in row order: how the estimate grows with the amount of text."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    ids = np.asarray(row_blocks, dtype=np.int64)
+    n = int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0
+    chosen = np.zeros(n, dtype=bool)
+    if n:
+        chosen[rng.choice(n, size=max(1, round(fraction * n)), replace=False)] = True
+    new_id = np.cumsum(chosen) - 1
+    out = np.full(ids.size, -1, dtype=np.int64)
+    ok = ids >= 0
+    ok[ok] = chosen[ids[ok]]
+    out[ok] = new_id[ids[ok]]
+    return out
+
+
+def feature_max(chunks: Iterable[sparse.spmatrix], n_latents: int) -> np.ndarray:
+    """Each feature's largest code over the rows (0 for a feature that never fires): the scale of
+    a threshold relative to each feature's own maximum."""
+    out = np.zeros(int(n_latents), dtype=np.float64)
+    for chunk in chunks:
+        x = sparse.csr_matrix(chunk)
+        if x.nnz:
+            np.maximum.at(out, x.indices, x.data.astype(np.float64))
+    return out
+
+
 def _syrk(c: np.ndarray, dense_block: np.ndarray) -> np.ndarray:
     """``C[upper] += Bᵀ B`` in place for a Fortran-ordered C (BLAS syrk: half the FLOPs of GEMM)."""
     from scipy.linalg import blas
@@ -148,13 +226,17 @@ class _Accumulator:
 def count_cooccurrence(chunks: Iterable[sparse.spmatrix], n_latents: int, positions_per_context: int,
                        block_size: int, row_domains: np.ndarray | None = None, n_domains: int = 0,
                        method: str = "auto", total_chunks: int | None = None,
+                       row_blocks: np.ndarray | None = None, thresholds: np.ndarray | None = None,
                        ) -> CooccurrenceCounts:
     """One streaming pass: block co-occurrence counts ``C = BᵀB``, per-feature block and token
     firing counts, and firings per corpus domain.
 
     ``chunks`` are CSR [rows, n_latents] of consecutive code rows starting at row 0 (any chunk
     boundaries: a block cut by a chunk boundary is carried over to the next chunk). A feature
-    fires on a row where its code is > 0. Memory: ``C`` (n x n) plus one chunk.
+    fires on a row where its code is > 0, or > ``thresholds[feature]`` when given. Blocks are
+    ``block_size`` positions of one context (``block_ids``) unless ``row_blocks`` gives each row's
+    block (-1: the row is in no block; the others nondecreasing and dense from 0, e.g.
+    ``document_windows``). Memory: ``C`` (n x n) plus one chunk.
     """
     if method not in COUNT_METHODS:
         raise ValueError(f"method must be one of {COUNT_METHODS}, got {method!r}")
@@ -166,11 +248,13 @@ def count_cooccurrence(chunks: Iterable[sparse.spmatrix], n_latents: int, positi
     domain_firings = np.zeros(n * max(n_dom, 1), dtype=np.int64)
     domain_rows = np.zeros(max(n_dom, 1), dtype=np.int64)
     with limit_threads(1 if n < SMALL_PROBLEM else None, torch_too=True):
-        _count_pass(chunks, acc, n, positions_per_context, block_size, dom, n_dom, firings, domain_firings,
-                    domain_rows, total_chunks)
+        _count_pass(chunks, acc, _BlockMap(positions_per_context, block_size, row_blocks, thresholds), dom, n_dom,
+                    firings, domain_firings, domain_rows, total_chunks)
     start, n_blocks = acc.rows, acc.n_blocks_seen
     if dom is not None and start != dom.size:
         raise ValueError(f"codes have {start} rows, row_domains {dom.size}")
+    if row_blocks is not None and start != len(row_blocks):
+        raise ValueError(f"codes have {start} rows, row_blocks {len(row_blocks)}")
     counts = acc.finish()
     return CooccurrenceCounts(
         counts=counts, block_counts=acc.block_counts, firings=firings,
@@ -179,10 +263,37 @@ def count_cooccurrence(chunks: Iterable[sparse.spmatrix], n_latents: int, positi
         pair_increments=acc.pair_increments, dense_blocks=acc.dense_blocks, sparse_blocks=acc.sparse_blocks)
 
 
-def _count_pass(chunks: Iterable[sparse.spmatrix], acc: "_Accumulator", n: int, positions_per_context: int,
-                block_size: int, dom: np.ndarray | None, n_dom: int, firings: np.ndarray, domain_firings: np.ndarray,
-                domain_rows: np.ndarray, total_chunks: int | None) -> None:
-    """The loop of ``count_cooccurrence``: accumulates into ``acc`` and the arrays in place."""
+class _BlockMap:
+    """Which block each row is in, and which codes count as firing (see ``count_cooccurrence``)."""
+
+    def __init__(self, positions_per_context: int, block_size: int, row_blocks: np.ndarray | None,
+                 thresholds: np.ndarray | None):
+        self.ppc, self.block_size = positions_per_context, block_size
+        self.row_blocks = None if row_blocks is None else np.asarray(row_blocks)
+        self.thresholds = None if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+
+    def ids(self, start: int, stop: int) -> np.ndarray:
+        """Global block id of rows ``start:stop`` (-1: in no block)."""
+        if self.row_blocks is None:
+            return block_ids(np.arange(start, stop), self.ppc, self.block_size)
+        if stop > self.row_blocks.size:
+            raise ValueError(f"codes have more rows than row_blocks ({self.row_blocks.size})")
+        return np.asarray(self.row_blocks[start:stop], dtype=np.int64)
+
+    def fired(self, x: sparse.csr_matrix) -> np.ndarray:
+        """Mask over ``x.data``: the stored codes that count as a firing."""
+        if self.thresholds is None:
+            return x.data > 0
+        return x.data > np.maximum(self.thresholds[x.indices], 0.0)
+
+
+def _count_pass(chunks: Iterable[sparse.spmatrix], acc: "_Accumulator", blocks: _BlockMap, dom: np.ndarray | None,
+                n_dom: int, firings: np.ndarray, domain_firings: np.ndarray, domain_rows: np.ndarray,
+                total_chunks: int | None) -> None:
+    """The loop of ``count_cooccurrence``: accumulates into ``acc`` and the arrays in place. The
+    last block of every chunk is carried to the next one (it may continue there) and added when a
+    later block starts or the codes end."""
+    n = acc.n
     start = 0
     pending: np.ndarray | None = None  # feature ids of the block cut by the last chunk boundary
     pending_id = -1
@@ -194,7 +305,7 @@ def _count_pass(chunks: Iterable[sparse.spmatrix], acc: "_Accumulator", n: int, 
         if rows == 0:
             continue
         x.sum_duplicates()
-        fired = x.data > 0
+        fired = blocks.fired(x)
         row_of = np.repeat(np.arange(rows, dtype=np.int64), np.diff(x.indptr))[fired]
         feat = x.indices[fired].astype(np.int64)
         firings += np.bincount(feat, minlength=n)
@@ -203,31 +314,30 @@ def _count_pass(chunks: Iterable[sparse.spmatrix], acc: "_Accumulator", n: int, 
                 raise ValueError(f"codes have more rows than row_domains ({dom.size})")
             if n_dom:
                 _count_domains(dom[start:start + rows], row_of, feat, n, n_dom, domain_rows, domain_firings)
-        ids = block_ids(np.arange(start, start + rows), positions_per_context, block_size)
-        first = int(ids[0])
-        local = ids[row_of] - first
-        n_local = int(ids[-1]) - first + 1
+        ids = blocks.ids(start, start + rows)
+        start += rows
+        counted = ids[ids >= 0]
+        if counted.size == 0:
+            continue
+        if np.any(np.diff(counted) < 0) or counted[0] < pending_id:
+            raise ValueError("row blocks must be nondecreasing in row order (a block is consecutive rows)")
+        first, last = int(counted[0]), int(counted[-1])
+        in_block = ids[row_of] >= 0
+        local, feat = ids[row_of][in_block] - first, feat[in_block]
         if pending is not None:
             if pending_id == first:  # the carried block continues in this chunk
                 local = np.concatenate([np.zeros(pending.size, dtype=np.int64), local])
                 feat = np.concatenate([pending, feat])
             else:
                 acc.add(_binary_rows(np.zeros(pending.size, dtype=np.int64), pending, 1, n))
+        n_local = last - first + 1
         b = _binary_rows(local, feat, n_local, n)
-        end = start + rows
-        complete = block_ids(np.array([end]), positions_per_context, block_size)[0] != ids[-1]
-        if complete:
-            acc.add(b)
-            pending, pending_id = None, -1
-        else:
-            acc.add(b[:-1])
-            last = b[n_local - 1]
-            pending, pending_id = last.indices.astype(np.int64), int(ids[-1])
-        start = end
+        acc.add(b[:-1])
+        pending, pending_id = b[n_local - 1].indices.astype(np.int64), last
     if pending is not None:
         acc.add(_binary_rows(np.zeros(pending.size, dtype=np.int64), pending, 1, n))
     acc.rows = start
-    acc.n_blocks_seen = int(block_ids(np.array([start - 1]), positions_per_context, block_size)[0]) + 1 if start else 0
+    acc.n_blocks_seen = pending_id + 1  # ids are dense from 0: the last one seen + 1
 
 
 def _count_domains(d: np.ndarray, row_of: np.ndarray, feat: np.ndarray, n: int, n_dom: int,

@@ -7,12 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from saeatlas.analysis.lobes.published import (
-    LI2024_AMI_K2,
-    LI2024_AMI_K128_256,
-    LI2024_BALANCED_ACCURACY_K2,
-    LI2024_BALANCED_ACCURACY_RANDOM_K2,
-)
+from saeatlas.analysis.common.published import value
 
 
 def domain_heatmap(ylabels: list[str], xlabels: list[str], z: list[list[float | None]],
@@ -43,7 +38,7 @@ def ami_figure(ks_done: Sequence[int], metrics: Mapping[str, float]) -> Any:
         def series(name: str) -> np.ndarray:
             return np.array([metrics.get(f"k{k}.{name}", np.nan) for k in ks])
 
-        ax.plot(ks, series("ami"), "o-", label="co-occurrence lobes vs geometric clusters")
+        ax.plot(ks, series("ami"), "o-", label="co-occurrence lobes vs geometric clusters (ours)")
         for prefix, label, color in (("ami_null", "label-shuffle null", "grey"),
                                      ("ami_density_null", "density-matched null", "tab:orange")):
             mean, sd = series(prefix + "_mean"), series(prefix + "_sd")
@@ -55,15 +50,20 @@ def ami_figure(ks_done: Sequence[int], metrics: Mapping[str, float]) -> Any:
             ax2.plot(ks[sel], ba[sel], "o-", label="decoder vectors")
             ax2.plot(ks[sel], series("balanced_accuracy_random")[sel], "s--", label="random Gaussian vectors")
             ax2.plot(ks[sel], series("balanced_accuracy_chance")[sel], ":", color="k", label="chance (1/k)")
-    ax.plot([2], [LI2024_AMI_K2], "k*", ms=10, label="Li et al. 2024 (Gemma-2-2B, approx.)")
-    ax.plot([128, 256], [LI2024_AMI_K128_256] * 2, "k*", ms=10)
+    gks = sorted(int(key[5:-4]) for key in metrics if key.startswith("goc.k") and key.endswith(".ami"))
+    if gks:
+        ax.plot(gks, [metrics[f"goc.k{k}.ami"] for k in gks], "D-", color="tab:green",
+                label="the same, published protocol (document windows)")
+    ax.plot([2], [value("lobes", "li2024_ami_k2")], "k*", ms=10, label="Li et al. 2024 (Gemma-2-2B, approx.)")
+    ax.plot([128, 256], [value("lobes", "li2024_ami_k128_256")] * 2, "k*", ms=10)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("clusters k")
     ax.set_ylabel("adjusted mutual information")
     ax.set_title("Functional lobes vs geometric clusters")
     ax.legend(fontsize=7)
-    ax2.plot([2], [LI2024_BALANCED_ACCURACY_K2], "k*", ms=10, label="Li et al. 2024: decoder")
-    ax2.plot([2], [LI2024_BALANCED_ACCURACY_RANDOM_K2], "kx", ms=8, label="Li et al. 2024: random")
+    ax2.plot([2], [value("lobes", "li2024_balanced_accuracy_k2")], "k*", ms=10, label="Li et al. 2024: decoder")
+    ax2.plot([2], [value("lobes", "li2024_balanced_accuracy_random_k2")], "kx", ms=8,
+             label="Li et al. 2024: random")
     ax2.set_xscale("log", base=2)
     ax2.set_xlabel("lobes k")
     ax2.set_ylabel("balanced accuracy (out-of-fold)")

@@ -9,7 +9,8 @@ from saeatlas.config import Params
 
 def run(params: Params, layer: int, size: int) -> dict[str, float]:
     """Stream the held-out codes of dictionary ``size`` at ``layer`` (``chunk_rows`` at a time, from
-    the memmap), with the decoder frozen beside them and the corpus domain of every row."""
+    the memmap), with the decoder frozen beside them and the corpus domain and document of every
+    row (the documents make the published protocol's windows)."""
     import numpy as np
 
     from saeatlas.activations import ActivationStore
@@ -26,5 +27,6 @@ def run(params: Params, layer: int, size: int) -> dict[str, float]:
         domains, names = row_domains(store.doc_ids(), corpus_dir(params), store.path)
         inputs = LobesInputs(codes=codes, n_latents=codes.n_latents,
                              positions_per_context=int(store.manifest["positions_per_context"]),
-                             decoder=np.asarray(codes.decoder()), row_domains=domains, domain_names=tuple(names))
+                             decoder=np.asarray(codes.decoder()), row_domains=domains, domain_names=tuple(names),
+                             doc_ids=np.asarray(store.doc_ids()))
         return job.write(compute(cfg, inputs))
