@@ -464,9 +464,13 @@ def test_dvc_continues_from_the_snakemake_study_and_reruns_only_affected_stages(
     ActivationStore.open(proj / STORE / "train", verify=True)
     assert "up to date" in run([tool("dvc"), "status"], proj).stdout
 
-    # One analysis key: that analysis and the report that shows it.
-    one = run([tool("dvc"), "exp", "run", "-S", "splitting.child_cos=0.4"], proj)
-    assert ran_stages(one.stdout) == jobs_of(downstream({"splitting"})) == {"splitting@15", "report"}, one.stdout
+    # One published-protocol key of one analysis: that analysis, the seed spread (which re-runs the
+    # analysis on its replicas; their trained SAEs are reused, not retrained) and the report.
+    one = run([tool("dvc"), "exp", "run", "-S", "splitting.leask_cos=0.6"], proj)
+    assert ran_stages(one.stdout) == jobs_of(downstream({"splitting", "seeds"})) == {
+        "splitting@15", "seeds@15", "report"}, one.stdout
+    seeds_log = (proj / "results/logs/seeds-layer15.log").read_text()  # this run's (the log is rewritten)
+    assert "trained replica reused" in seeds_log and "training the replica" not in seeds_log, seeds_log
     # How examples are shown changes the browser tables, not the codes, so no analysis that reads
     # the codes re-runs; an evaluation knob re-runs the evaluations, never training. (One
     # experiment sets both: a DVC run fewer; it cannot tell which key re-ran which stage, but shows
@@ -483,7 +487,7 @@ def test_dvc_continues_from_the_snakemake_study_and_reruns_only_affected_stages(
     assert ran_stages(retrain.stdout) == jobs_of(downstream({"train_sae"})), retrain.stdout
     per_size = {f"{stage}@15-{n}" for stage in ("train_sae", "evaluate", "features", "lobes") for n in (256, 512)}
     assert ran_stages(retrain.stdout) == per_size | {f"{a}@15" for a in ("splitting", "scaling", "neighbours",
-                                                                           "crystals", "galaxy")} | {"report"}
+                                                                           "crystals", "galaxy", "seeds")} | {"report"}
     assert not {"model", "corpus", "activations@15"} & ran_stages(retrain.stdout)
 
     # The local default remote works offline.

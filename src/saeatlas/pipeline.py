@@ -40,12 +40,17 @@ def analysis_outputs(name: str, per_size: bool = False) -> tuple[Output, ...]:
     return (Output("report", path, directory=True, shown=shown), Output("metrics", path + ".metrics.json", metric=True))
 
 
+# The published figures every analysis writes beside its own (and the report's comparison table).
+PUBLISHED = "analysis/published.yaml"
+
+
 def analysis(name: str, help: str, params: tuple[str, ...], inputs: tuple[Ref, ...], per_size: bool = False,
              resources: Resources = Resources(), data: tuple[str, ...] = ()) -> Stage:
     """The row of an analysis: its code in ``analysis/<name>/``, its params in section ``<name>``."""
     return Stage(name=name, help=help, run=f"saeatlas.analysis.{name}.stage:run", params=(name, *params),
                  inputs=inputs, outputs=analysis_outputs(name, per_size),
-                 wildcards=("layer", "size") if per_size else ("layer",), resources=resources, data=data)
+                 wildcards=("layer", "size") if per_size else ("layer",), resources=resources,
+                 data=(*data, PUBLISHED))
 
 
 def core(name: str, help: str, params: tuple[str, ...], inputs: tuple[Ref, ...], outputs: tuple[Output, ...],
@@ -74,7 +79,7 @@ def report_row(analyses: tuple[str, ...]) -> Stage:
                 (Output("site", "results/report", directory=True),
                  Output("metrics", "results/report.metrics.json", metric=True)),
                 resources=Resources(threads="all", cpus=4, mem_mb=16000, runtime=60),
-                data=("report/templates", "report/assets"),
+                data=("report/templates", "report/assets", PUBLISHED),
                 modules=tuple(f"saeatlas.analysis.{a}.section" for a in analyses))
 
 
@@ -134,6 +139,14 @@ ROWS: tuple[Stage, ...] = (
              resources=Resources(mem_mb=96000, runtime=240)),
     analysis("galaxy", "Eigenvalue spectrum (power-law slope) and clustering negentropy of the decoder "
              "cloud, vs nulls.", ("sae.sizes",), (STORE, Ref("features", "codes", gather=True))),
+    # Retrains the sizes up to seeds.max_size with other seeds (training work: HEAVY-like) and runs
+    # splitting, galaxy, lobes and scaling on each replica with their own code (their params are read here).
+    analysis("seeds", "Headline numbers over extra training seeds: mean and spread beside the within-seed "
+             "intervals.", (*SAE_TRAINING_PARAMS, "sae.sizes", "evaluate.batch_size", "evaluate.dense_threshold",
+                           "features.batch_size", "features.max_active", "splitting", "galaxy", "lobes", "scaling"),
+             (STORE, MODEL, Ref("corpus", "documents"), Ref("corpus", "train_contexts"),
+              *(Ref("train_sae", o, gather=True) for o in ("weights", "cfg")), Ref("features", "codes", gather=True)),
+             resources=Resources(gpu=True, cpus=8, mem_mb=32000, runtime=240), data=("data/concepts",)),
 )  # end of STAGES
 
 ANALYSES = tuple(s for s in ROWS if s.run.startswith("saeatlas.analysis."))

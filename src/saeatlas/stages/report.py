@@ -55,6 +55,7 @@ def _layer_block(params: Params, layer: int, scratch: Path, vocab: Any, busiest:
     from saeatlas.pipeline import ANALYSES
     from saeatlas.report.assemble import (analysis_sections, joint_map_figure, joint_map_section, quality_table,
                                           top_tokens)
+    from saeatlas.report.comparison import comparison_rows, comparison_section
     from saeatlas.report.core_sections import QUALITY_COLUMNS, quality_section, read_json
     from saeatlas.report.render import Placed
 
@@ -66,6 +67,12 @@ def _layer_block(params: Params, layer: int, scratch: Path, vocab: Any, busiest:
                                     read_json(where("activations", "metrics", layer=layer)), training_dir)
     placed = [Placed(quality, training_dir, f"layer{layer}/training", layer)]
     placed += analysis_sections(layer, ns, ANALYSES, where)
+    compared = comparison_rows(layer, ns, ANALYSES, where)
+    if compared:  # the published figures that name our metrics, side by side
+        compare_dir = scratch / f"layer{layer}" / "comparison"
+        compare_dir.mkdir(parents=True, exist_ok=True)
+        placed.append(Placed(comparison_section(compared, compare_dir, layer), compare_dir, f"layer{layer}/comparison",
+                             layer))
     map_dir = scratch / f"layer{layer}" / "map"
     umap_csv = where("neighbours", "report", layer=layer) / "tables" / "umap_coordinates.csv"
     tokens = (lambda: {n: top_tokens(where("features", "contexts", layer=layer, size=n), vocab) for n in ns})

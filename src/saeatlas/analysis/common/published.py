@@ -18,6 +18,7 @@ from importlib import resources
 import yaml
 
 FIELDS = ("value", "paper", "where", "model", "layer", "hand", "protocol")
+OPTIONAL = ("compare",)  # {ours: <metric key>, protocol: <metric key>}: the study's side-by-side table
 HANDS = ("first", "second")
 
 
@@ -34,6 +35,10 @@ class Published:
     layer: int | None
     hand: str  # "first" (the paper's own text, table or code) or "second" (survey, reviewer, read by eye)
     protocol: str
+    # Our metric keys it is read against (in the analysis's metrics; the largest size's file for a
+    # per-size analysis): "ours" is our estimator, "protocol" the published protocol on our data.
+    ours: str | None = None
+    protocol_key: str | None = None
 
     @property
     def key(self) -> str:
@@ -54,7 +59,7 @@ def _check(analysis: str, name: str, entry: object) -> Published:
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: expected a mapping with {', '.join(FIELDS)}")
     missing = [f for f in FIELDS if f not in entry]
-    extra = sorted(set(entry) - set(FIELDS))
+    extra = sorted(set(entry) - set(FIELDS) - set(OPTIONAL))
     if missing or extra:
         raise ValueError(f"{where}: missing {missing or 'nothing'}, unknown {extra or 'nothing'}")
     value = entry["value"]
@@ -65,8 +70,12 @@ def _check(analysis: str, name: str, entry: object) -> Published:
     layer = entry["layer"]
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)):
         raise ValueError(f"{where}.layer must be an integer or null, got {layer!r}")
+    compare = entry.get("compare") or {}
+    if not isinstance(compare, dict) or set(compare) - {"ours", "protocol"} or \
+            not all(isinstance(v, str) and v for v in compare.values()):
+        raise ValueError(f"{where}.compare must map ours/protocol to metric keys, got {compare!r}")
     return Published(analysis, name, float(value), *(str(entry[f]) for f in ("paper", "where", "model")),
-                     layer, str(entry["hand"]), str(entry["protocol"]))
+                     layer, str(entry["hand"]), str(entry["protocol"]), compare.get("ours"), compare.get("protocol"))
 
 
 def parse(document: object) -> dict[str, dict[str, Published]]:

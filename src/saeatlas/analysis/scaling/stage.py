@@ -3,7 +3,7 @@ tokenizer in, the analysis out."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 from saeatlas.adapters import analysis_config, codes_dir, corpus_dir, model_dir, sizes, store_dir
 from saeatlas.analysis.common.job import analysis_job
@@ -14,9 +14,11 @@ if TYPE_CHECKING:
     from saeatlas.analysis.scaling.config import ScalingConfig
 
 
-def load_inputs(params: Params, layer: int, cfg: ScalingConfig) -> ScalingInputs:
+def load_inputs(params: Params, layer: int, cfg: ScalingConfig,
+                codes: Mapping[int, Any] | None = None) -> ScalingInputs:
     """The study's files as ``ScalingInputs``: codes of every size, evaluation tokens, the training
-    split, and the concepts (shipped lists, then whole words drawn from the training split)."""
+    split, and the concepts (shipped lists, then whole words drawn from the training split).
+    ``codes`` (code stores by size) replaces the study's own, e.g. with a seed replica's."""
     import numpy as np
 
     from saeatlas.activations import ActivationStore
@@ -26,7 +28,9 @@ def load_inputs(params: Params, layer: int, cfg: ScalingConfig) -> ScalingInputs
     from saeatlas.corpus import CorpusSplit
     from saeatlas.lm import load_tokenizer
 
-    ns = sizes(params, "scaling")
+    ns = sizes(params, "scaling") if codes is None else tuple(sorted(codes))
+    if codes is None:
+        codes = {n: SparseCodes.open(codes_dir(params, layer, n)) for n in ns}
     tokenizer = load_tokenizer(model_dir(params))
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
     token_texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
@@ -40,7 +44,7 @@ def load_inputs(params: Params, layer: int, cfg: ScalingConfig) -> ScalingInputs
                          word_rng, exclude=[name for c in shipped for name in c.names])
     return ScalingInputs(
         sizes=ns,
-        codes={n: SparseCodes.open(codes_dir(params, layer, n)).csr() for n in ns},
+        codes={n: codes[n].csr() for n in ns},
         positions_per_context=int(store.manifest["positions_per_context"]),
         eval_tokens=np.asarray(store.tokens()),
         train_contexts=train.contexts,
