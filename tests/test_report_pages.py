@@ -90,8 +90,14 @@ def test_the_report_opens_from_disk_with_every_figure_drawn(smoke_study: Path, w
     assert len(images) >= 8 and all(width > 100 for width in images), images
     # Every section of the stage table is there, in the study's order, and the run facts too.
     titles = page.locator("section.report-section h2").all_inner_texts()
-    assert titles[:3] == ["Run", "Training and quality per size", "Feature splitting across dictionary sizes"]
+    assert titles[:4] == ["Run", "Training and quality per size", "Ours beside the published numbers",
+                          "Feature splitting across dictionary sizes"]
     assert any("Galaxy" in t for t in titles) and sum("Functional lobes" in t for t in titles) == 2
+    assert any(t.startswith("Training seeds") for t in titles)
+    # the side-by-side table names each published figure with its value and source
+    table = page.locator("section[data-section='layer15/comparison']").inner_text()
+    assert "largest.slope_goc (published protocol, our data)" in table and "≈ 0.468 (Li et al. 2024" in table
+    assert "Leask et al. 2025" in table
     assert "mlflow ui --backend-store-uri" in page.inner_text("#run")
     page.screenshot(path=str(tmp_path / "report.png"))
     watched.clean()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from saeatlas.analysis.common.published import load
-from saeatlas.analysis.common.section import Section, Table, metric
+from saeatlas.analysis.common.section import Number, Section, Table, metric
 from saeatlas.artifacts import write_csv_atomic
 from saeatlas.report.core_sections import read_json
 
@@ -42,7 +42,7 @@ def comparison_rows(layer: int, sizes: Sequence[int], analyses: Sequence[Any], w
                          "published_protocol": metric(metrics, p.protocol_key) if p.protocol_key else None,
                          "published_protocol_key": p.protocol_key, "published": p.value,
                          "source": f"{p.paper}; {p.where}; {p.model}" + ("" if p.layer is None else f", layer {p.layer}"),
-                         "hand": p.hand, "protocol": p.protocol})
+                         "hand": p.hand, "protocol": p.protocol, "label": p.label()})
     return rows
 
 
@@ -51,15 +51,25 @@ def _fmt(value: Any) -> str:
 
 
 def comparison_section(rows: list[dict[str, Any]], out_dir: Path, layer: int) -> Section:
-    """The table as a report section (``comparison.csv`` beside it)."""
+    """The table as a report section: per published figure, our estimator and the published
+    protocol on our data as two numbers beside the published value (``comparison.csv`` beside it)."""
     write_csv_atomic(out_dir / "comparison.csv", rows, COLUMNS)
+    numbers = []
+    for r in rows:
+        where = f"{r['analysis']}" + ("" if r["size"] is None else f" n = {r['size']}")
+        if r["ours_key"]:
+            numbers.append(Number(f"{where}: {r['ours_key']} (ours)", r["ours"], published=r["label"]))
+        if r["published_protocol_key"]:
+            numbers.append(Number(f"{where}: {r['published_protocol_key']} (published protocol, our data)",
+                                  r["published_protocol"], published=r["label"]))
     missing = [f"{r['analysis']}.{r['figure']}" for r in rows if r["ours"] is None and r["published_protocol"] is None]
-    lines = [f"{r['analysis']} {r['figure']}: ours {_fmt(r['ours'])}, published protocol on our data "
-             f"{_fmt(r['published_protocol'])}, published {r['published']:g}" for r in rows]
-    summary = (f"{len(rows)} published figures beside ours (layer {layer}; a per-size analysis at its largest "
-               "size). " + "; ".join(lines) + ".")
+    summary = (f"{len(rows)} published figures beside ours on layer {layer} (a per-size analysis at its largest "
+               "size): our estimator, the published protocol run on our data, and the published value with its "
+               "source (analysis/published.yaml; second-hand figures are marked). Each analysis's own section "
+               "gives the nulls and intervals.")
     notes = tuple(f"not estimated on this study: {m}" for m in missing)
-    return Section(title="Ours beside the published numbers", summary=summary, order=12, notes=notes,
+    return Section(title="Ours beside the published numbers", summary=summary, numbers=tuple(numbers), order=12,
+                   notes=notes,
                    tables=(Table("comparison.csv", "Each published figure (analysis/published.yaml: paper, "
                                  "table or figure, model, layer, first- or second-hand) beside our estimator and "
                                  "the published protocol run on our data, with the metric keys they come from."),))

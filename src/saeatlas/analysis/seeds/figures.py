@@ -27,10 +27,11 @@ def spread_figure(per_seed: Mapping[int, Mapping[str, float]], study_seed: int, 
         own = per_seed[study_seed]
         if all(finite(own.get(key + s)) for s in CI_SUFFIXES):
             ax.axhspan(own[key + "_ci_low"], own[key + "_ci_high"], color="0.85", label="within-seed CI")
-        for s in seeds:
-            v = per_seed[s].get(key)
-            if finite(v):
-                ax.plot([s], [v], "o", color="C0", mfc="C0" if s == study_seed else "white")
+        shown = [s for s in seeds if finite(per_seed[s].get(key))]
+        for s in shown:
+            ax.plot([s], [per_seed[s][key]], "o", color="C0", mfc="C0" if s == study_seed else "white")
+        if not shown:
+            ax.text(0.5, 0.5, "not estimated", ha="center", va="center", transform=ax.transAxes, fontsize=8)
         ax.set_title(key, fontsize=8)
         ax.set_xlabel("seed", fontsize=7)
         ax.set_xticks(seeds)

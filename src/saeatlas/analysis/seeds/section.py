@@ -14,24 +14,30 @@ def _headlines(metrics: Mapping[str, float]) -> list[str]:
 
 
 def section(metrics: Mapping[str, float], out_dir: Path) -> Section:
+    """Per headline: the mean over seeds as the value, the seed sd in the label, and the study
+    seed's own within-seed 95% interval in the CI column, so the two uncertainties sit side by side."""
     n_seeds = int(metric(metrics, "n_seeds") or 0)
     numbers = []
     wider = []
     for key in _headlines(metrics):
         mean, sd = metric(metrics, f"{key}.mean"), metric(metrics, f"{key}.sd")
         low, high = metric(metrics, f"{key}.within_ci_low"), metric(metrics, f"{key}.within_ci_high")
-        ci = None if sd is None or mean is None else (mean - sd, mean + sd)
-        label = f"{key} (mean ± sd over {metric(metrics, f'{key}.n_seeds') or 0:.0f} seeds)"
-        numbers.append(Number(label, mean, ci=ci))
-        if sd is not None and low is not None and high is not None and 2 * sd > (high - low):
+        count = int(metric(metrics, f"{key}.n_seeds") or 0)
+        spread = "one seed: no spread" if sd is None else f"sd over seeds {sd:.3g}"
+        ci = None if low is None or high is None else (low, high)
+        numbers.append(Number(f"{key}: mean of {count} seed(s), {spread}"
+                              + ("; CI: the study seed's own" if ci else ""), mean, ci=ci))
+        # the within-seed sd behind a ± 1.96 sd interval, against the sd over seeds
+        if sd is not None and ci is not None and sd > (high - low) / 3.92:
             wider.append(key)
     if n_seeds < 2:
         summary = ("One training seed only (seeds.extra is empty): the spread over seeds is not estimated; every "
                    "interval in this report is within one seed.")
     else:
-        summary = (f"{n_seeds} training seeds (sizes up to the largest retrained one), each analysed exactly as the "
-                   f"study's own SAEs. {len(wider)} of {len(numbers)} headline numbers have a seed spread (±1 sd) "
-                   "wider than the study seed's own within-seed interval"
+        with_ci = sum(1 for n in numbers if n.ci is not None)
+        summary = (f"{n_seeds} training seeds for the sizes up to the largest retrained one, each analysed exactly "
+                   f"as the study's own SAEs. Of the {with_ci} headline numbers with a within-seed interval, "
+                   f"{len(wider)} move more between seeds (sd over seeds) than within one (the interval's sd)"
                    + (f": {', '.join(wider)}." if wider else "."))
     return Section(
         title="Training seeds: how far the headline numbers move", summary=summary, numbers=tuple(numbers),
