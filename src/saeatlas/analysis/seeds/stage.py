@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 # Trained replicas live here, outside the stage's outputs (which Snakemake and DVC delete before a
 # run), bound to the store and the training params: a change to an analysis key re-trains nothing.
 CACHE = RESULTS / "cache" / "seeds"
+WEIGHTS_KEY = "sae_weights_sha256"  # in binding.json beside what the replica is bound to
 
 
 def _sizes(params: Params, cfg: SeedsConfig) -> tuple[int, ...]:
@@ -59,16 +60,23 @@ def _trained(params: Params, layer: int, size: int, seed: int, store: Any, devic
     out = CACHE / params.model.name / f"layer{layer}" / f"seed{seed}" / f"n{size}"
     binding = {"store_manifest_sha256": sha256_file(store.path / MANIFEST),
                "params": params.hash(STAGE["train_sae"].params), "seed": str(seed)}
-    if _read_binding(out / "binding.json") == binding and (out / "cfg.json").is_file():
+    recorded = _read_binding(out / "binding.json")
+    weights = out / "sae_weights.safetensors"
+    if recorded is not None and {k: v for k, v in recorded.items() if k != WEIGHTS_KEY} == binding \
+            and (out / "cfg.json").is_file() and weights.is_file() and recorded.get(WEIGHTS_KEY) == sha256_file(weights):
         log.info("seed %d n=%d: trained replica reused from %s", seed, size, out)
         return out
+    if recorded is not None:
+        log.warning("seed %d n=%d: cached replica in %s is for other data or settings, or damaged: retrained",
+                    seed, size, out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     cfg = replace(TrainConfig.from_params(params.sae, size), seed=seed)
     log.info("seed %d n=%d: training the replica", seed, size)
     result = train_sae(cfg, store, device, checkpoint=out.with_suffix(".checkpoint.pt"), binding=binding)
     export_sae(result.sae, out, store.scale, export_metadata(params, layer))
-    write_json_atomic(out / "binding.json", binding)  # last: an interrupted export is retrained
+    # last: an interrupted export is retrained; the weights' checksum catches a damaged file later
+    write_json_atomic(out / "binding.json", {**binding, WEIGHTS_KEY: sha256_file(weights)})
     out.with_suffix(".checkpoint.pt").unlink(missing_ok=True)
     return out
 
@@ -135,6 +143,7 @@ def run(params: Params, layer: int, device: str = "auto") -> dict[str, float]:
     from saeatlas.artifacts import replace_dir
     from saeatlas.features import encode_store
     from saeatlas.lm import resolve_device
+    from saeatlas.sae.io import load_sae
 
     cfg = analysis_config(SeedsConfig, params)
     ns = _sizes(params, cfg)
@@ -149,8 +158,6 @@ def run(params: Params, layer: int, device: str = "auto") -> dict[str, float]:
             saes = {n: _trained(params, layer, n, seed, train_store, torch_device) for n in ns}
             scratch = CACHE / params.model.name / f"layer{layer}" / f"seed{seed}" / "codes.partial"
             shutil.rmtree(scratch, ignore_errors=True)
-            from saeatlas.sae.io import load_sae
-
             for n in ns:  # the held-out codes of the replica, as the features stage encodes them
                 sae, _ = load_sae(saes[n], torch_device)
                 partial = scratch / f"n{n}.partial"
