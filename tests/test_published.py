@@ -61,3 +61,35 @@ def test_reference_metrics_carry_every_figure_of_the_analysis() -> None:
     metrics = published.reference_metrics("splitting")
     assert metrics == {"reference.leask2025_similar_fraction": 0.65, "reference.leask2025_novel_fraction": 0.35}
     assert published.reference_metrics("no-such-analysis") == {}
+
+
+def test_the_comparison_table_reads_ours_and_the_protocol_from_the_written_metrics(tmp_path) -> None:
+    """Each ``compare`` entry becomes a row: our key and the protocol's key read from the analysis's
+    metrics (the largest size's file for a per-size analysis); a key the study did not estimate is
+    n/a, never a number."""
+    import json
+
+    from saeatlas.report.comparison import comparison_rows, markdown
+    from saeatlas.pipeline import STAGE
+
+    metrics = {
+        "galaxy": {"largest.slope": 0.2, "largest.slope_goc": 0.34, "largest.slope_gaussian": 0.04},
+        "lobes": {"k2.ami": 0.001, "goc.k2.ami": 0.0004},
+    }
+
+    def where(stage: str, output: str, **w: int):
+        path = tmp_path / f"{stage}-{w.get('size', 'all')}.json"
+        if not path.exists():
+            path.write_text(json.dumps(metrics.get(stage, {}) if w.get("size", 512) == 512 else {"k2.ami": 9.0}))
+        return path
+
+    rows = comparison_rows(15, (256, 512), (STAGE["galaxy"], STAGE["lobes"]), where)
+    by = {(r["analysis"], r["figure"]): r for r in rows}
+    slope = by[("galaxy", "li2024_slope_layer12")]
+    assert (slope["ours"], slope["published_protocol"], slope["published"]) == (0.2, 0.34, 0.468)
+    assert by[("galaxy", "li2024_slope_gaussian")]["published_protocol"] is None  # not in the metrics
+    ami = by[("lobes", "li2024_ami_k2")]
+    assert (ami["size"], ami["ours"], ami["published_protocol"]) == (512, 0.001, 0.0004)  # the largest size
+    table = markdown(rows)
+    assert "| galaxy: li2024_slope_layer12 | 0.2 | 0.34 | 0.468 |" in table
+    assert "| lobes: li2024_ami_k2 (n = 512) | 0.001 | 0.0004 | 0.06 (second-hand) |" in table
