@@ -474,10 +474,11 @@ def test_dvc_continues_from_the_snakemake_study_and_reruns_only_affected_stages(
     # How examples are shown changes the browser tables, not the codes, so no analysis that reads
     # the codes re-runs; an evaluation knob re-runs the evaluations, never training. (One
     # experiment sets both: a DVC run fewer; it cannot tell which key re-ran which stage, but shows
-    # that neither reaches further.) crystals re-runs too: DVC has no gather, so crystals depends
+    # that neither reaches further.) crystals and seeds re-run too: DVC has no gather, so both depend
     # on the SAE layer directory, which evaluate writes into (pipeline.dvc_inputs).
     shown_only = run([tool("dvc"), "exp", "run", "-S", "features.top_n=3", "-S", "evaluate.ce_contexts=4"], proj)
-    assert ran_stages(shown_only.stdout) == jobs_of({"features", "evaluate", "crystals", "report"}), shown_only.stdout
+    assert ran_stages(shown_only.stdout) == jobs_of({"features", "evaluate", "crystals", "seeds", "report"}), \
+        shown_only.stdout
     assert "ce_contexts: 4" in (proj / "params.yaml").read_text()
     # A key no stage reads re-runs nothing (tracking is how runs are recorded, not what they compute).
     untouched = run([tool("dvc"), "exp", "run", "-S", "tracking.enabled=false"], proj)
