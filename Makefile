@@ -14,7 +14,7 @@ PARAMS ?= params.yaml
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: study test install install-test lint clean-venv
+.PHONY: study depth test install install-test lint clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ install-test: $(VENV)/.installed-test $(CHROMIUM)
 ## Run the whole study on the default parameters (PARAMS=params/smoke.yaml for the quick one).
 study: $(VENV)/.installed
 	. $(VENV)/bin/activate && snakemake --cores $(CORES) --configfile $(PARAMS)
+
+## The depth sweep (params/depth.yaml): galaxy and lobes at ten layers, then its table and figure.
+depth: $(VENV)/.installed
+	. $(VENV)/bin/activate && snakemake --cores $(CORES) $$(python -m saeatlas.report.depth --targets \
+	  --params params/depth.yaml) --configfile params/depth.yaml && \
+	  python -m saeatlas.report.depth --params params/depth.yaml --out results/depth
 
 ## Install with test extras and run the test suite.
 test: $(VENV)/.installed-test $(CHROMIUM)

@@ -87,6 +87,30 @@ def profile(lm: LanguageModel, ids: torch.Tensor, layer: int, rows: int) -> None
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
+def _time_capture(lm: LanguageModel, ids: torch.Tensor, layers: list[int], repeats: int) -> float:
+    """Median seconds of one capture of ``layers``, copies to numpy included (as the stage does)."""
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        t0 = time.perf_counter()
+        out = lm.capture(ids, layers)
+        for value in out.values():
+            value.float().cpu().numpy().copy()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def compare_capture(lm: LanguageModel, ids: torch.Tensor, layer: int, layers: list[int], repeats: int) -> None:
+    """One layer vs many in one pass: the cost should follow the depth of the deepest layer
+    (blocks run), not the number of layers read out."""
+    one = _time_capture(lm, ids, [layer], repeats)
+    many = _time_capture(lm, ids, layers, repeats)
+    tokens = ids.numel()
+    print(f"capture_1_layer: layer {layer}, {tokens / one:.0f} tokens/s")
+    print(f"capture_{len(layers)}_layers: layers {layers}, {tokens / many:.0f} tokens/s")
+    print(f"capture_time_ratio: {many / one:.2f}  (depth ratio {(max(layers) + 1) / (layer + 1):.2f}, "
+          f"count ratio {len(layers)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=None,
@@ -101,6 +125,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--roofline-seconds", type=float, default=4.0,
                         help="total roofline budget, split over the repeats (default 4)")
+    parser.add_argument("--capture", default=None, metavar="L1,L2,...",
+                        help="also time one capture of these layers (what the activations stage does for "
+                             "model.layers) against --layer alone, e.g. 0,3,6,9,12,15,18,21,24,27")
     parser.add_argument("--profile", type=int, default=0, metavar="ROWS",
                         help="also print the top ROWS ops of one profiled forward (default 0: off)")
     args = parser.parse_args()
@@ -155,6 +182,8 @@ def main() -> None:
     print(f"blocks_above_L_called: {called}")
     if args.profile:
         profile(lm, ids, args.layer, args.profile)
+    if args.capture:
+        compare_capture(lm, ids, args.layer, sorted({int(x) for x in args.capture.split(",")}), args.repeats)
     # median over the interleaved (forward, roofline) pairs of achieved / roofline
     print(f"lm_forward_fraction_of_roofline: {ratio:.3f}")
 

@@ -193,13 +193,13 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_killed_activation_stage_resumes_to_identical_bytes(prepared_project: Path, tmp_path: Path) -> None:
     store_rel = Path("results/activations/smollm2-135m-instruct/layer15")
-    args = ["activations", "--params", "params.yaml", "--layer", "15"]
+    args = ["activations", "--params", "params.yaml"]
 
     whole = clone(prepared_project, tmp_path / "whole")
     run_cli(args, whole)
 
     killed = clone(prepared_project, tmp_path / "killed")
-    partial_manifest = killed / (str(store_rel) + ".partial") / "train" / "manifest.json"
+    partial_manifest = killed / "results/activations/smollm2-135m-instruct.partial/layer15/train/manifest.json"
     proc = subprocess.Popen([sys.executable, "-m", "saeatlas", *args], cwd=killed,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -218,6 +218,6 @@ def test_killed_activation_stage_resumes_to_identical_bytes(prepared_project: Pa
     resumed = run_cli(args, killed)
     assert f"resuming after {shards_before} complete shard(s)" in resumed.stderr
     assert tree_bytes(killed / store_rel) == tree_bytes(whole / store_rel)
-    assert not (killed / (str(store_rel) + ".partial")).exists()
+    assert not (killed / "results/activations/smollm2-135m-instruct.partial").exists()
     store = ActivationStore.open(killed / store_rel / "train", verify=True)
     assert store.n_shards == 24

@@ -27,8 +27,9 @@ def test_roofline_prints_gflops() -> None:
 
 def test_lm_forward_prints_its_fraction_and_never_runs_layers_above(model_dir: Path) -> None:
     out = bench("lm_forward.py", "--model-dir", str(model_dir), "--batch", "1", "--context", "16",
-                "--repeats", "1", "--roofline-seconds", "0.2")
+                "--repeats", "1", "--roofline-seconds", "0.2", "--capture", "0,6,15")
     assert "blocks_above_L_called: 0" in out
+    assert "capture_3_layers: layers [0, 6, 15]" in out and "depth ratio 1.00, count ratio 3" in out
     assert float(out.split("lm_forward_fraction_of_roofline:")[1].split()[0]) > 0
 
 

@@ -204,7 +204,7 @@ def test_flatten_for_mlflow() -> None:
 
 def test_bad_device_fails_before_any_work(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "saeatlas", "activations", "--params", str(REPO / "params/smoke.yaml"),
-                           "--layer", "15", "--device", "tpu"], cwd=tmp_path, capture_output=True, text=True,
+                           "--device", "tpu"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -220,6 +220,6 @@ def test_bad_threads_fails_before_any_work(tmp_path: Path) -> None:
 
 
 def test_layer_not_in_params_is_refused(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "saeatlas", "activations", "--params", str(REPO / "params/smoke.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "saeatlas", "galaxy", "--params", str(REPO / "params/smoke.yaml"),
                            "--layer", "3"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--layer: 3 is not listed in model.layers [15]" in proc.stderr

@@ -28,7 +28,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_job_names_are_dvcs_and_cover_the_table(project: Path) -> None:
     params = config.load("params.yaml")
     jobs = dvc_jobs(params)
-    assert {"model", "corpus", "activations@15", "train_sae@15-256", "lobes@15-512", "galaxy@15"} <= set(jobs)
+    assert {"model", "corpus", "activations", "train_sae@15-256", "lobes@15-512", "galaxy@15"} <= set(jobs)
     per = {(): 1, ("layer",): 1, ("layer", "size"): 2}
     assert len(jobs) == sum(per[s.wildcards] for s in STAGES)
     assert Path("results/logs/train_sae-layer15-size256.log") in jobs["train_sae@15-256"]

@@ -108,8 +108,13 @@ def test_snakemake_smoke_study_writes_checked_content(snakemake_project: Path) -
     assert checked >= 10
 
     # Metrics JSON (what DVC reads) agrees with the store.
-    metrics = json.loads((proj / f"results/activations/{MODEL}/layer15.metrics.json").read_text())
-    assert metrics["train.tokens"] == store.n_tokens and metrics["train.scale"] == pytest.approx(store.scale)
+    metrics = json.loads((proj / f"results/activations/{MODEL}.metrics.json").read_text())
+    assert metrics["layer15.train.tokens"] == store.n_tokens
+    assert metrics["layer15.train.scale"] == pytest.approx(store.scale)
+    # The MLP neurons of the held-out tokens, captured in the same pass, row for row.
+    neurons, held_out = ActivationStore.open(proj / STORE / "eval_neurons"), ActivationStore.open(proj / STORE / "eval")
+    assert neurons.d_model == metrics["layer15.neurons"] == 1536 and neurons.n_tokens == held_out.n_tokens
+    assert np.array_equal(neurons.tokens(), held_out.tokens())
     corpus_metrics = json.loads((corpus_dir / "metrics.json").read_text())
     assert corpus_metrics["train.tokens"] == store.n_tokens
     assert 0.25 < corpus_metrics["train.domain_fraction.news"] < 0.26
@@ -345,15 +350,20 @@ def test_mlflow_server_serves_the_stage_runs(snakemake_project: Path) -> None:
                         {"experiment_ids": [exp["experiment_id"]], "filter": "tags.stage = 'activations'"})["runs"]
         assert len(runs) == 1
         run_ = runs[0]
-        assert run_["info"]["run_name"] == "activations[layer=15]" and run_["info"]["status"] == "FINISHED"
+        assert run_["info"]["run_name"] == "activations" and run_["info"]["status"] == "FINISHED"
         metrics = {m["key"]: m["value"] for m in run_["data"]["metrics"]}
         store = ActivationStore.open(proj / STORE / "train")
-        assert metrics["train.tokens"] == store.n_tokens
+        assert metrics["layer15.train.tokens"] == store.n_tokens
         assert metrics["tokens_per_second"] > 0
         params = {p["key"]: p["value"] for p in run_["data"]["params"]}
-        assert params["corpus.context_length"] == "64" and params["wildcard.layer"] == "15"
+        assert params["corpus.context_length"] == "64"
         tags = {t["key"]: t["value"] for t in run_["data"]["tags"]}
-        assert len(tags["git_commit"]) >= 7 and tags["layer"] == "15"
+        assert len(tags["git_commit"]) >= 7
+        galaxy = get_json(f"{base}/api/2.0/mlflow/runs/search",
+                          {"experiment_ids": [exp["experiment_id"]], "filter": "tags.stage = 'galaxy'"})["runs"]
+        assert len(galaxy) == 1 and galaxy[0]["info"]["run_name"] == "galaxy[layer=15]"
+        assert {p["key"]: p["value"] for p in galaxy[0]["data"]["params"]}["wildcard.layer"] == "15"
+        assert {t["key"]: t["value"] for t in galaxy[0]["data"]["tags"]}["layer"] == "15"
         stages = get_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
         stage_tags = {next(t["value"] for t in r["data"]["tags"] if t["key"] == "stage") for r in stages}
         assert stage_tags == {s.name for s in STAGES} | {"study"}
@@ -459,8 +469,8 @@ def test_dvc_continues_from_the_snakemake_study_and_reruns_only_affected_stages(
 
     # DVC runs the LM stages' commands too, to the same bytes: forced, one job at a time, they
     # rewrite the model, corpus and store, and the rest of the study stays up to date.
-    forced = run([tool("dvc"), "repro", "--force", "--single-item", "model", "corpus", "activations@15"], proj)
-    assert ran_stages(forced.stdout) == {"model", "corpus", "activations@15"}, forced.stdout
+    forced = run([tool("dvc"), "repro", "--force", "--single-item", "model", "corpus", "activations"], proj)
+    assert ran_stages(forced.stdout) == {"model", "corpus", "activations"}, forced.stdout
     ActivationStore.open(proj / STORE / "train", verify=True)
     assert "up to date" in run([tool("dvc"), "status"], proj).stdout
 
@@ -489,7 +499,7 @@ def test_dvc_continues_from_the_snakemake_study_and_reruns_only_affected_stages(
     per_size = {f"{stage}@15-{n}" for stage in ("train_sae", "evaluate", "features", "lobes") for n in (256, 512)}
     assert ran_stages(retrain.stdout) == per_size | {f"{a}@15" for a in ("splitting", "scaling", "neighbours",
                                                                            "crystals", "galaxy", "seeds")} | {"report"}
-    assert not {"model", "corpus", "activations@15"} & ran_stages(retrain.stdout)
+    assert not {"model", "corpus", "activations"} & ran_stages(retrain.stdout)
 
     # The local default remote works offline.
     run([tool("dvc"), "push"], proj)

@@ -87,6 +87,33 @@ def test_residual_matches_the_full_forward_and_skips_the_layers_above(lm) -> Non
     assert not torch.allclose(resid, full[layer + 2])
 
 
+def test_one_pass_captures_several_layers_and_the_mlp_neurons(lm) -> None:
+    """``capture`` reads many layers in one forward that stops at the deepest: each read-out
+    equals the full forward's hidden state, and the neurons are what the MLP's output
+    projection reads (projected, they give the MLP's output)."""
+    ids = lm.tokenizer(["Shall I compare thee to a summer's day?"], return_tensors="pt").input_ids
+    layers, deepest = [3, 9, 15], 15
+    above = []
+    mlp_out = {}
+    handles = [b.register_forward_pre_hook(lambda *_: above.append(1)) for b in lm.blocks[deepest + 1:]]
+    handles.append(lm.blocks[9].mlp.register_forward_hook(lambda _m, _i, out: mlp_out.setdefault(9, out)))
+    try:
+        got = lm.capture(ids, layers, neuron_layers=[9])
+    finally:
+        for h in handles:
+            h.remove()
+    assert not above and set(got) == {("resid", 3), ("resid", 9), ("resid", 15), ("neurons", 9)}
+    with torch.inference_mode():
+        full = lm.model(input_ids=ids, output_hidden_states=True).hidden_states
+        projected = lm.blocks[9].mlp.down_proj(got[("neurons", 9)])
+    for layer in layers:
+        torch.testing.assert_close(got[("resid", layer)], full[layer + 1])
+    assert got[("neurons", 9)].shape[-1] == lm.n_neurons(9) == 1536
+    torch.testing.assert_close(projected, mlp_out[9])
+    # neurons alone still stop at their block
+    assert set(lm.capture(ids, [], neuron_layers=[2])) == {("neurons", 2)}
+
+
 def test_splice_replaces_the_layer_output_downstream(lm) -> None:
     ids = lm.tokenizer(["To be, or not to be, that is the question"], return_tensors="pt").input_ids
     clean = lm.logits(ids)

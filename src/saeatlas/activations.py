@@ -224,16 +224,30 @@ class _RowView:
         return block[start - off:stop - off]
 
 
-def write_store(
+@dataclass(frozen=True)
+class Capture:
+    """One store a pass writes: what it reads out of the LM (``("resid", L)``: the residual
+    stream after block L; ``("neurons", L)``: block L's MLP hidden activations), where, and the
+    header a resumed store must share with the run that started it."""
+
+    key: tuple[str, int]
+    directory: Path
+    header: dict[str, Any]
+
+
+def write_stores(
     lm: Any,
     split: CorpusSplit,
-    layer: int,
+    captures: list[Capture],
     cfg: ActivationParams,
-    directory: Path,
-    header: dict[str, Any],
     desc: str,
-) -> dict[str, Any]:
-    """Run the LM over every context of ``split`` and store block ``layer``'s output."""
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Run the LM once over every context of ``split`` and write every capture's store.
+
+    One forward per batch serves every store (it stops at the deepest block any capture needs),
+    so ten layers cost one pass to the deepest of them. The stores advance shard by shard in
+    lockstep; a resumed run starts at the first shard some store lacks and rewrites nothing
+    another store already holds (each store's fingerprint covers only what shapes its bytes)."""
     contexts = split.contexts
     n_ctx, ctx_len = contexts.shape
     bos_excluded = split.manifest["bos_token_id"] is not None
@@ -241,35 +255,47 @@ def write_store(
     positions = ctx_len - skip
     n_shards = math.ceil(n_ctx / cfg.shard_contexts)
     np_dtype = NP_DTYPES[cfg.dtype]
-    header = {**header, "format": FORMAT, "context_length": int(ctx_len),
-              "positions_per_context": positions, "bos_excluded": bos_excluded,
-              "n_contexts": int(n_ctx), "shard_contexts": cfg.shard_contexts,
-              "dtype": cfg.dtype, "d_model": lm.d_model}
-    writer = StoreWriter(directory, header)
-    start_shard = writer.complete_shards
+    widths = {c.key: lm.d_model if c.key[0] == "resid" else lm.n_neurons(c.key[1]) for c in captures}
+    writers = {}
+    for c in captures:
+        header = {**c.header, "format": FORMAT, "context_length": int(ctx_len),
+                  "positions_per_context": positions, "bos_excluded": bos_excluded,
+                  "n_contexts": int(n_ctx), "shard_contexts": cfg.shard_contexts,
+                  "dtype": cfg.dtype, "d_model": widths[c.key]}
+        writers[c.key] = StoreWriter(c.directory, header)
+    start_shard = min(w.complete_shards for w in writers.values())
+    resid_layers = [key[1] for key in writers if key[0] == "resid"]
+    neuron_layers = [key[1] for key in writers if key[0] == "neurons"]
     bar = progress_bar(total=n_ctx * positions, initial=start_shard * cfg.shard_contexts * positions,
                        desc=desc, unit="tok", unit_scale=True, leave=True)
     for s in range(start_shard, n_shards):
         c0, c1 = s * cfg.shard_contexts, min((s + 1) * cfg.shard_contexts, n_ctx)
-        rows = np.empty(((c1 - c0) * positions, lm.d_model), dtype=np_dtype)
+        todo = {key: w for key, w in writers.items() if w.complete_shards == s}
+        rows = {key: np.empty(((c1 - c0) * positions, widths[key]), dtype=np_dtype) for key in todo}
         for b0 in range(c0, c1, cfg.batch_contexts):
             b1 = min(b0 + cfg.batch_contexts, c1)
             ids = torch.from_numpy(np.asarray(contexts[b0:b1], dtype=np.int64))
-            acts = lm.residual(ids, layer)[:, skip:, :]
+            out = lm.capture(ids, [L for L in resid_layers if ("resid", L) in todo],
+                             [L for L in neuron_layers if ("neurons", L) in todo])
             r0 = (b0 - c0) * positions
-            rows[r0:r0 + (b1 - b0) * positions] = (
-                acts.reshape(-1, lm.d_model).float().cpu().numpy().astype(np_dtype, copy=False)
-            )
+            for key, buffer in rows.items():
+                acts = out[key][:, skip:, :]
+                buffer[r0:r0 + (b1 - b0) * positions] = (
+                    acts.reshape(-1, widths[key]).float().cpu().numpy().astype(np_dtype, copy=False))
             bar.update((b1 - b0) * positions)
-        writer.write_shard(s, rows)
+        for key, buffer in rows.items():
+            todo[key].write_shard(s, buffer)
     bar.close()
     n_rows, chunk = n_ctx * positions, cfg.shard_contexts * positions
-    files = {}
-    for name, array in (("tokens.npy", contexts), ("doc_ids.npy", split.doc_ids)):
-        view = _RowView(array, bos_excluded)
-        files[name] = writer.write_column(name, np.int32, n_rows,
-                                          (view[s:s + chunk] for s in range(0, n_rows, chunk)))
-    return writer.finish(lm.d_model, cfg.outlier_factor, files)
+    manifests = {}
+    for key, writer in writers.items():
+        files = {}
+        for name, array in (("tokens.npy", contexts), ("doc_ids.npy", split.doc_ids)):
+            view = _RowView(array, bos_excluded)
+            files[name] = writer.write_column(name, np.int32, n_rows,
+                                              (view[s:s + chunk] for s in range(0, n_rows, chunk)))
+        manifests[key] = writer.finish(widths[key], cfg.outlier_factor, files)
+    return manifests
 
 
 # --------------------------------------------------------------------------------------

@@ -93,6 +93,7 @@ class ActivationParams:
     shard_contexts: int
     dtype: str
     outlier_factor: float
+    neurons: bool
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ def dvc_jobs(params: Params) -> dict[str, list[Path]]:
         lists = [params.section(WILDCARD_LISTS[w]) for w in stage.wildcards]
         for combo in itertools.product(*lists):
             values = dict(zip(stage.wildcards, combo))
-            outs = [stage.out(o.name, model=params.model.name, **values) for o in stage.outputs]
+            # an output one job writes for every layer (Stage.spread): DVC tracks the folder above
+            outs = [Path(stage.dvc_output(o).format(model=params.model.name, **values)) for o in stage.outputs]
             jobs[stage.job_name(values)] = [*outs, Path(stage.log_path().format(**values))]
     return jobs
 

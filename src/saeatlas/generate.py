@@ -38,7 +38,8 @@ def dvc_stage(stage: Stage) -> dict[str, Any]:
         "cmd": stage.command(log=log, wildcard_values={w: "${item.%s}" % w for w in stage.wildcards}),
         "deps": [*code_files(stage), *(path(p) for p in dvc_inputs(stage))],
         "params": list(stage.params),
-        "outs": [path(o.path) for o in stage.outputs if not (o.metric or o.plot)] + [{log: {"cache": False}}],
+        "outs": [path(stage.dvc_output(o)) for o in stage.outputs if not (o.metric or o.plot)]
+        + [{log: {"cache": False}}],
     }
     metrics = [{path(o.path): {"cache": False}} for o in stage.outputs if o.metric]
     if metrics:

@@ -106,6 +106,18 @@ class Stage:
                 return o
         raise KeyError(f"stage {self.name!r} has no output {name!r}")
 
+    def spread(self, output: Output) -> tuple[str, ...]:
+        """The wildcards of ``output``'s path that the stage itself does not range over: one job
+        writes that output for every value (``activations`` writes every layer's store in one
+        pass). Snakemake lists every copy as the rule's output; DVC, whose ``outs`` cannot be
+        expanded from a params list outside a matrix, tracks the folder above them (``gather_dir``)
+        while consumers depend on their own copy inside it."""
+        return gathered_wildcards(output.path, self.wildcards)
+
+    def dvc_output(self, output: Output) -> str:
+        """The path DVC tracks for ``output`` (see ``spread``)."""
+        return gather_dir(output.path, self.wildcards) if self.spread(output) else output.path
+
     def job_name(self, values: Mapping[str, Any]) -> str:
         """DVC's name of one job: ``stage`` or ``stage@<layer>[-<size>]`` (its matrix naming)."""
         return self.name + ("@" + "-".join(str(values[w]) for w in self.wildcards) if self.wildcards else "")

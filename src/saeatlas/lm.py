@@ -26,7 +26,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -168,6 +168,24 @@ def _find_blocks(model: Any) -> torch.nn.ModuleList:
     raise ModelError(f"cannot find the decoder blocks of {type(model).__name__}")
 
 
+# The MLP's output projection in the decoder-block families transformers ships: Llama/Mistral/
+# Qwen/SmolLM (mlp.down_proj), GPT-2 (mlp.c_proj), OPT/Phi (mlp.fc2 / fc2), GPT-NeoX
+# (mlp.dense_4h_to_h). Its input is the MLP's hidden activation: act(gate(x)) * up(x) in a gated
+# MLP, act(fc(x)) in a plain one, i.e. the "neurons" a feature is compared with.
+_MLP_OUTPUT_PROJECTIONS = ("mlp.down_proj", "mlp.c_proj", "mlp.fc2", "fc2", "mlp.dense_4h_to_h")
+
+
+def mlp_output_projection(block: torch.nn.Module) -> torch.nn.Linear:
+    for name in _MLP_OUTPUT_PROJECTIONS:
+        module: Any = block
+        for part in name.split("."):
+            module = getattr(module, part, None)
+        if module is not None and hasattr(module, "in_features"):
+            return module
+    raise ModelError(f"cannot find the MLP output projection of {type(block).__name__} "
+                     f"(looked for {', '.join(_MLP_OUTPUT_PROJECTIONS)}); set activations.neurons: false")
+
+
 class LanguageModel:
     """A causal LM with the two operations the study needs (see module docstring)."""
 
@@ -195,22 +213,59 @@ class LanguageModel:
         if not 0 <= layer < self.n_layers:
             raise ModelError(f"{key}: layer {layer} out of range; this model has layers 0..{self.n_layers - 1}")
 
-    @torch.inference_mode()
     def residual(self, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
         """Residual stream after block ``layer``, [batch, seq, d_model]; blocks above never run."""
-        self.check_layer(layer)
+        return self.capture(input_ids, [layer])[("resid", layer)]
 
-        def stop(_module: Any, _inputs: Any, output: Any) -> None:
-            raise _StopForward(_block_output(output))
+    @torch.inference_mode()
+    def capture(self, input_ids: torch.Tensor, layers: Sequence[int],
+                neuron_layers: Sequence[int] = ()) -> dict[tuple[str, int], torch.Tensor]:
+        """One forward pass, several read-outs: the residual stream after each block in
+        ``layers`` (key ``("resid", L)``) and the MLP hidden activations of each block in
+        ``neuron_layers`` (key ``("neurons", L)``, the input of the MLP's output projection).
+        The pass stops at the deepest block asked for, so reading ten layers costs the forward to
+        the deepest one, not ten forwards."""
+        wanted = sorted(set(layers) | set(neuron_layers))
+        if not wanted:
+            raise ValueError("capture: no layer requested")
+        for layer in wanted:
+            self.check_layer(layer)
+        last = wanted[-1]
+        out: dict[tuple[str, int], torch.Tensor] = {}
+        handles = []
 
-        handle = self.blocks[layer].register_forward_hook(stop)
+        def keep_resid(layer: int) -> Callable[..., None]:
+            def hook(_module: Any, _inputs: Any, output: Any) -> None:
+                out[("resid", layer)] = _block_output(output)
+                if layer == last:
+                    raise _StopForward(out[("resid", layer)])
+            return hook
+
+        def keep_neurons(layer: int) -> Callable[..., None]:
+            def hook(_module: Any, inputs: Any) -> None:
+                out[("neurons", layer)] = inputs[0]
+            return hook
+
+        for layer in neuron_layers:
+            handles.append(mlp_output_projection(self.blocks[layer]).register_forward_pre_hook(keep_neurons(layer)))
+        for layer in set(layers) | {last}:
+            handles.append(self.blocks[layer].register_forward_hook(keep_resid(layer)))
         try:
             self.base(input_ids=input_ids.to(self.device), use_cache=False)
-        except _StopForward as done:
-            return done.output
+        except _StopForward:
+            pass
         finally:
-            handle.remove()
-        raise AssertionError("the hook on the requested block never ran")
+            for handle in handles:
+                handle.remove()
+        missing = [key for key in [*(("resid", L) for L in layers), *(("neurons", L) for L in neuron_layers)]
+                   if key not in out]
+        if missing:
+            raise AssertionError(f"capture: hooks never ran for {missing}")
+        return {key: value for key, value in out.items() if key[0] == "neurons" or key[1] in layers}
+
+    def n_neurons(self, layer: int) -> int:
+        """Width of block ``layer``'s MLP hidden layer (what ``capture`` records as neurons)."""
+        return int(mlp_output_projection(self.blocks[layer]).in_features)
 
     @contextlib.contextmanager
     def splice(self, layer: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:

@@ -69,7 +69,7 @@ def report_row(analyses: tuple[str, ...]) -> Stage:
     from saeatlas.config import load_core_schema
 
     gather = lambda stage, output: Ref(stage, output, gather=True)  # noqa: E731
-    inputs = (MODEL, Ref("corpus", "metrics"), gather("activations", "metrics"),
+    inputs = (MODEL, Ref("corpus", "metrics"), Ref("activations", "metrics"),
               *(gather("train_sae", o) for o in ("curve", "metrics")),
               *(gather("evaluate", o) for o in ("metrics", "density")),
               *(gather("features", o) for o in ("features", "contexts", "codes")),
@@ -96,12 +96,15 @@ ROWS: tuple[Stage, ...] = (
          (*(Output(name, f"results/corpus/{name}.npy") for name in CORPUS_FILES),
           Output("documents", "results/corpus/documents.jsonl"), Output("manifest", "results/corpus/manifest.json"),
           Output("metrics", "results/corpus/metrics.json", metric=True)), resources=ONE_THREAD),
-    core("activations", "Run the LM up to one layer over the corpus and store the residual stream (resumable).",
-         ("model.dtype", "activations"),
+    # One job for every layer (one forward to the deepest): its store output has {layer} but the
+    # stage has no layer wildcard, so each front-end lists every layer's copy as its output.
+    core("activations", "Run the LM once over the corpus and store every listed layer's residual stream "
+         "(and MLP neurons on held-out tokens); resumable.",
+         ("model.dtype", "model.layers", "activations"),
          (MODEL, *(Ref("corpus", name) for name in CORPUS_FILES), Ref("corpus", "manifest")),
          (Output("store", "results/activations/{model}/layer{layer}", directory=True),
-          Output("metrics", "results/activations/{model}/layer{layer}.metrics.json", metric=True)),
-         ("layer",), Resources(gpu=True, cpus=8, mem_mb=32000, runtime=240)),
+          Output("metrics", "results/activations/{model}.metrics.json", metric=True)),
+         (), Resources(gpu=True, cpus=8, mem_mb=32000, runtime=240)),
     core("train_sae", "Train one SAE (one dictionary size) on a layer's activation store (resumable).",
          SAE_TRAINING_PARAMS, (STORE,),
          (Output("weights", SAE_DIR + "/sae_weights.safetensors"), Output("cfg", SAE_DIR + "/cfg.json"),
@@ -139,6 +142,11 @@ ROWS: tuple[Stage, ...] = (
              resources=Resources(mem_mb=96000, runtime=240)),
     analysis("galaxy", "Eigenvalue spectrum (power-law slope) and clustering negentropy of the decoder "
              "cloud, vs nulls.", ("sae.sizes",), (STORE, Ref("features", "codes", gather=True))),
+    analysis("neurons", "Features vs MLP neurons: each feature's largest Pearson |r| with any neuron, vs random "
+             "residual directions and rotated neurons.", ("sae.sizes",), (STORE, Ref("features", "codes", gather=True))),
+    analysis("probing", "Sparse probing (top-k latents by class-mean difference) on domain and token tasks vs "
+             "residual and random latents; the first-letter gate of absorption.", ("sae.sizes",),
+             (STORE, MODEL, Ref("corpus", "documents"), Ref("features", "codes", gather=True))),
     # Retrains the sizes up to seeds.max_size with other seeds (training work: HEAVY-like) and runs
     # splitting, galaxy, lobes and scaling on each replica with their own code (their params are read here).
     analysis("seeds", "Headline numbers over extra training seeds: mean and spread beside the within-seed "

@@ -57,13 +57,24 @@ def _files(paths):
 def stage_outputs(name):
     """The row's outputs; those it shows in Snakemake's report wrapped in report() with their caption."""
     out = []
-    for o in STAGE[name].outputs:
-        path = directory(_path(o.path)) if o.directory else _path(o.path)
-        if o.shown:
-            path = report(path, caption=f"../report/{o.shown.caption}", category=o.shown.category,
-                          patterns=list(o.shown.patterns))
-        out.append(path)
+    stage = STAGE[name]
+    for o in stage.outputs:
+        for copy in _spread(stage, o):
+            path = directory(copy) if o.directory else copy
+            if o.shown:
+                path = report(path, caption=f"../report/{o.shown.caption}", category=o.shown.category,
+                              patterns=list(o.shown.patterns))
+            out.append(path)
     return out
+
+
+def _spread(stage, output):
+    """An output's path, or every copy of it when one job writes it for every value of a
+    wildcard the stage does not range over (``Stage.spread``: each layer's activation store)."""
+    over = stage.spread(output)
+    if not over:
+        return [_path(output.path)]
+    return expand(_path(output.path), allow_missing=True, **{w: WILDCARD_VALUES[w] for w in over})
 
 
 def stage_log(name):
@@ -115,7 +126,7 @@ def dvc_job_name(job):
 
 def stage_targets(name):
     stage = STAGE[name]
-    paths = [_path(o.path) for o in stage.outputs]
+    paths = [p for o in stage.outputs for p in _spread(stage, o)]
     if stage.wildcards:
         return expand(paths, **{w: WILDCARD_VALUES[w] for w in stage.wildcards})
     return paths

@@ -30,7 +30,7 @@ import numpy as np
 from saeatlas.artifacts import write_bytes_atomic
 from saeatlas.progress import bar
 from saeatlas.report.browser_data import (activation_histograms, children_for, cofiring, lobes_for, neighbours_for,
-                                          parents_for, read_contexts, read_csv, read_features, umap_for)
+                                          neurons_for, parents_for, read_contexts, read_csv, read_features, umap_for)
 from saeatlas.report.browser_records import SizeData, chunk_records, search_entry
 from saeatlas.report.escape import js_literal
 
@@ -49,6 +49,7 @@ class SizeInputs:
     contexts: Path
     codes: Path
     lobes: Path | None
+    neurons: Path | None = None  # the neurons analysis's top_neurons_n<size>.csv
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ def size_data(si: SizeInputs, layer: LayerInputs, tables: dict[str, Any]) -> Siz
                     parents=parents_for(tables["matches"], si.size, n, layer.matches),
                     children=children_for(tables["matches"], si.size, n, layer.matches),
                     umap=umap_for(tables["umap"], si.size, n, layer.umap),
-                    lobes=lobes_for(existing(si.lobes), n, layer.lobe_k))
+                    lobes=lobes_for(existing(si.lobes), n, layer.lobe_k),
+                    neurons=neurons_for(existing(si.neurons), n))
 
 
 def write_size(out: Path, layer: int, data: SizeData, words: list[str], raw: list[bytes]) -> dict[str, Any]:

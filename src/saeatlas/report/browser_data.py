@@ -11,6 +11,7 @@ blocks, never by n x n.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -329,6 +330,24 @@ def umap_for(table: dict[str, np.ndarray] | None, size: int, n: int, path: Path 
         if column in rows:
             out[feature, j] = rows[column].astype(np.float64)
     return out
+
+
+def neurons_for(path: Path | None, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(neuron ids int64 [n, t], signed r float64 [n, t])``: each feature's most-correlated MLP
+    neurons from the neurons analysis's ``top_neurons_n<size>.csv`` (``neuron_1, corr_1, ...``;
+    id -1 and NaN for a dead feature's blank cells); None without the table."""
+    if path is None:
+        return None
+    rows = read_csv(path, ("feature", "neuron_1", "corr_1"))
+    t = sum(1 for c in rows if re.fullmatch(r"neuron_\d+", c))
+    feature = rows["feature"].astype(np.int64)
+    group_offsets(np.sort(feature), n, path, "feature")
+    ids, corr = np.full((n, t), -1, dtype=np.int64), np.full((n, t), np.nan)
+    for j in range(t):
+        raw = rows[f"neuron_{j + 1}"].astype(np.float64)
+        ids[feature, j] = np.where(np.isnan(raw), -1, raw).astype(np.int64)
+        corr[feature, j] = rows[f"corr_{j + 1}"].astype(np.float64)
+    return ids, corr
 
 
 def lobes_for(path: Path | None, n: int, lobe_k: int) -> tuple[int, np.ndarray] | None:

@@ -13,7 +13,9 @@ the files stay small, every string raw: escaping happens once, when the chunk is
   splitting table, or without a match); ``children``: ``{"size", "items": [[feature, cos,
   class], ...]}`` (null for the largest size or without the table); ``umap``: ``[x, y,
   joint_x, joint_y]`` (null without the table; a coordinate is null where no map placed it);
-  ``lobe`` (null without the lobes table or for a feature the lobes stage did not analyse).
+  ``lobe`` (null without the lobes table or for a feature the lobes stage did not analyse);
+  ``neurons``: ``[[mlp_neuron, pearson_r], ...]`` most correlated first (empty for a feature that
+  never fired; null without the neurons analysis's table).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class SizeData:
     children: Related | None
     umap: np.ndarray | None
     lobes: tuple[int, np.ndarray] | None  # (k of the partition shown, lobe per feature)
+    neurons: tuple[np.ndarray, np.ndarray] | None = None  # (neuron ids [n, t], signed r [n, t])
 
     @property
     def n(self) -> int:
@@ -147,6 +150,14 @@ def cofiring_list(cof: Cofiring, feature: int) -> list[list[Any]]:
     return out
 
 
+def neuron_list(neurons: tuple[np.ndarray, np.ndarray] | None, feature: int) -> list[list[Any]] | None:
+    """``[[neuron, r], ...]`` most correlated first (empty for a dead feature; None without the table)."""
+    if neurons is None:
+        return None
+    ids, corr = neurons
+    return [[int(i), sig(c)] for i, c in zip(ids[feature], corr[feature]) if i >= 0]
+
+
 def optional_row(array: np.ndarray | None, feature: int) -> Any:
     """A feature's UMAP coordinates or lobe, or None (no table, or the table lacks it)."""
     if array is None:
@@ -186,6 +197,7 @@ def chunk_records(data: SizeData, first: int, stop: int) -> list[dict[str, Any]]
             "parent": parent_of(data.parents, f), "children": children_of(data.children, f),
             "umap": optional_row(data.umap, f),
             "lobe": None if data.lobes is None else optional_row(data.lobes[1], f),
+            "neurons": neuron_list(data.neurons, f),
         })
     return out
 

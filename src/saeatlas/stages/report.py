@@ -51,6 +51,12 @@ def _removed_on_failure(partial: Path) -> Iterator[None]:
         raise
 
 
+def _layer_metrics(metrics: dict[str, Any], layer: int) -> dict[str, Any]:
+    """One layer's entries of the activations stage's metrics (keys ``layer<L>.<split>.<name>``)."""
+    prefix = f"layer{layer}."
+    return {key[len(prefix):]: value for key, value in metrics.items() if key.startswith(prefix)}
+
+
 def _layer_block(params: Params, layer: int, scratch: Path, vocab: Any, busiest: dict[int, int]) -> dict[str, Any]:
     from saeatlas.pipeline import ANALYSES
     from saeatlas.report.assemble import (analysis_sections, joint_map_figure, joint_map_section, quality_table,
@@ -64,7 +70,7 @@ def _layer_block(params: Params, layer: int, scratch: Path, vocab: Any, busiest:
     training_dir = scratch / f"layer{layer}" / "training"
     training_dir.mkdir(parents=True, exist_ok=True)
     quality, rows = quality_section(layer, ns, lambda n: sae_dir(params, layer, n),
-                                    read_json(where("activations", "metrics", layer=layer)), training_dir)
+                                    _layer_metrics(read_json(where("activations", "metrics")), layer), training_dir)
     placed = [Placed(quality, training_dir, f"layer{layer}/training", layer)]
     placed += analysis_sections(layer, ns, ANALYSES, where)
     compared = comparison_rows(layer, ns, ANALYSES, where)
@@ -110,6 +116,8 @@ def run(params: Params) -> dict[str, Any]:
                                  "files": place_files(placed, partial),
                                  "sizes_table": block["sizes_table"] if placed.slug.endswith("/training") else None})
             blocks.append({"layer": layer, "sections": sections})
+        if len(params.model.layers) > 1:  # the galaxy and lobes against depth, before the layers
+            blocks.insert(0, _depth_block(params, scratch, partial))
         copy_static(partial)
         render(partial, {"study": params.study.name, "model": params.model.name, "layers": list(params.model.layers),
                          "sizes": list(sizes(params, "report")), "run": _run_facts(params, study),
@@ -127,6 +135,18 @@ def run(params: Params) -> dict[str, Any]:
     return metrics
 
 
+def _depth_block(params: Params, scratch: Path, partial: Path) -> dict[str, Any]:
+    """The study-level "Across depth" section (``report/depth.py``), placed like a layer's."""
+    from saeatlas.report.assemble import slug_anchor
+    from saeatlas.report.depth import build
+    from saeatlas.report.render import Placed, place_files
+
+    placed = Placed(build(params, scratch / "depth"), scratch / "depth", "depth", None)
+    return {"layer": "all", "sections": [{"section": placed.section, "slug": placed.slug,
+                                          "anchor": slug_anchor(placed.slug), "files": place_files(placed, partial),
+                                          "sizes_table": None}]}
+
+
 def _browser(params: Params, out: Path, tokenizer: Any) -> dict[str, Any]:
     """The feature browser (``report/browser.py``): every layer, every size."""
     from saeatlas.report.browser import LayerInputs, SizeInputs, build_browser
@@ -141,7 +161,8 @@ def _browser(params: Params, out: Path, tokenizer: Any) -> dict[str, Any]:
         size_inputs = tuple(SizeInputs(size=n, features=where("features", "features", size=n),
                                        contexts=where("features", "contexts", size=n),
                                        codes=where("features", "codes", size=n),
-                                       lobes=where("lobes", "report", size=n) / "tables" / "lobe_assignments.csv")
+                                       lobes=where("lobes", "report", size=n) / "tables" / "lobe_assignments.csv",
+                                       neurons=tables("neurons") / f"top_neurons_n{n}.csv")
                             for n in sizes(params, "report"))
         layers.append(LayerInputs(layer=layer, sizes=size_inputs, matches=tables("splitting") / "matches.csv",
                                   neighbours=tables("neighbours") / "neighbours.csv",

@@ -106,3 +106,16 @@ def fit_power_law(quantity: str, sizes: Sequence[int], values: Sequence[float], 
         if interval:
             fit.update(interval, bootstrap_used=int(len(slopes)))
     return PowerLawFit(quantity, True, **fit)  # type: ignore[arg-type]
+
+
+def wilson_interval(successes: int, n: int, ci_level: float) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (e.g. a classifier's test accuracy):
+    ``(p̂ + z²/2n ± z √(p̂(1-p̂)/n + z²/4n²)) / (1 + z²/n)``. Unlike p̂ ± z·se it stays inside
+    [0, 1] and keeps its coverage near 0 and 1, where good probes sit. (nan, nan) for n = 0."""
+    if n <= 0:
+        return math.nan, math.nan
+    z = float(stats.norm.ppf(0.5 + ci_level / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -376,6 +376,12 @@ function renderFeature(req, rec) {
     [linkList(rec.cofiring, L, N, function (it) {
       return "shared " + fmt(it[1]) + ", P(it | this) " + fmt(it[2]) + ", Jaccard " + fmt(it[3]);
     })], "cofiring"));
+  rel.appendChild(section("Most-correlated MLP neurons (Pearson r on held-out tokens)",
+    [rec.neurons === null || rec.neurons === undefined ? el("p", {class: "muted", text: "The neurons analysis did not run."})
+      : !rec.neurons.length ? el("p", {class: "muted", text: "none (the feature never fired)"})
+      : el("ol", {class: "links"}, rec.neurons.map(function (it) {
+        return el("li", {text: "neuron " + it[0] + ", r = " + fmt(it[1])});
+      }))], "neurons"));
   var family = [];
   if (rec.parent) {
     family.push(el("p", {id: "parent"}, ["Parent in n=" + rec.parent.size + ": ",

@@ -1,0 +1,67 @@
+"""The "Across depth" report section: rows from per-layer metrics, and a peak verdict that
+follows the numbers (a planted middle-layer peak is found; a flat or monotone curve is not)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from saeatlas.report.depth import depth_rows, depth_section, peak_verdict, published_slopes
+
+
+def _write(path: Path, metrics: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics))
+
+
+def planted(tmp_path: Path, slopes: list[float], size: int = 64, k: int = 8) -> tuple[list[int], object]:
+    layers = [0, 3, 6, 9, 12]
+    for layer, slope in zip(layers, slopes):
+        _write(tmp_path / f"galaxy{layer}.json", {
+            f"n{size}.slope": slope, f"n{size}.slope_ci_low": slope - 0.02, f"n{size}.slope_ci_high": slope + 0.02,
+            f"n{size}.slope_gaussian": 0.05, f"n{size}.slope_goc": slope + 0.1,
+            f"n{size}.slope_goc_ci_low": slope + 0.08, f"n{size}.slope_goc_ci_high": slope + 0.12,
+            f"n{size}.slope_goc_gaussian": 0.1, f"n{size}.negentropy": 1.0, f"n{size}.negentropy_ci_low": 0.9,
+            f"n{size}.negentropy_ci_high": 1.1, f"n{size}.negentropy_gaussian": 0.0,
+            f"n{size}.clustering_goc": 5.0, f"n{size}.clustering_goc_sd": 0.3, f"n{size}.clustering_goc_gaussian": 0.2})
+        _write(tmp_path / f"lobes{layer}-{size}.json", {f"k{k}.ami": 0.05, f"k{k}.ami_null_mean": 0.0,
+                                                        f"k{k}.ami_null_sd": 0.01, f"goc.k{k}.ami": 0.04})
+
+    def where(stage: str, output: str, layer: int, size: int | None = None) -> Path:
+        return tmp_path / (f"{stage}{layer}.json" if size is None else f"{stage}{layer}-{size}.json")
+
+    return layers, where
+
+
+def test_a_planted_middle_peak_is_found_and_the_section_is_written(tmp_path: Path) -> None:
+    layers, where = planted(tmp_path, [0.2, 0.3, 0.45, 0.3, 0.25])
+    rows = depth_rows(layers, 30, 64, 8, where)
+    assert [r["layer"] for r in rows] == layers and rows[0]["relative_depth"] == pytest.approx(1 / 30)
+    verdict, peak = peak_verdict(rows, "slope", "slope_ci_low", "slope_ci_high")
+    assert peak == 6 and "peaks in the middle" in verdict
+    (tmp_path / "out").mkdir()
+    section = depth_section(rows, tmp_path / "out", 64, 8)
+    assert not section.missing_files(tmp_path / "out")
+    assert "slope peaks in the middle" in section.summary
+    assert (tmp_path / "out" / "depth.csv").read_text().count("\n") == len(layers) + 1
+
+
+@pytest.mark.parametrize("slopes", [[0.3, 0.3, 0.31, 0.3, 0.3], [0.1, 0.2, 0.3, 0.4, 0.5]])
+def test_flat_or_monotone_curves_are_not_called_a_peak(tmp_path: Path, slopes: list[float]) -> None:
+    layers, where = planted(tmp_path, slopes)
+    verdict, peak = peak_verdict(depth_rows(layers, 30, 64, 8, where), "slope", "slope_ci_low", "slope_ci_high")
+    assert peak is None and verdict.startswith("no middle-layer peak")
+
+
+def test_too_few_layers_say_so(tmp_path: Path) -> None:
+    layers, where = planted(tmp_path, [0.2, 0.3, 0.45, 0.3, 0.25])
+    rows = depth_rows(layers[:2], 30, 64, 8, where)
+    assert peak_verdict(rows, "slope", "slope_ci_low", "slope_ci_high") == (
+        "2 layers with a slope: too few to speak of a peak", None)
+
+
+def test_the_published_curve_is_goc_slope_by_layer() -> None:
+    curve = dict(published_slopes())
+    assert curve[0] == 0.238 and curve[12] == 0.468 and curve[24] == 0.255 and len(curve) >= 7
