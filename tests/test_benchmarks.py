@@ -62,3 +62,10 @@ def test_cooccurrence_prints_throughput_roofline_fraction_and_rss_ratio() -> Non
                 "counts_nonzero_fraction_4096", "counts_dense_mb", "rss_ratio_4096_over_2048"):
         (line,) = [ln for ln in out.splitlines() if ln.startswith(key + ":")]
         assert float(line.split(":")[1]) > 0
+
+
+def test_neurons_prints_its_memory_ratio_and_roofline_fraction() -> None:
+    out = bench("neurons.py", "--tokens", "2000", "4000", "--size", "256", "--random-directions", "32",
+                "--roofline-seconds", "0.2")
+    assert float(out.split("anon_ratio_4k_over_2k:")[1].split()[0]) > 0
+    assert float(out.split("nulls_fraction_of_roofline_4k:")[1].split()[0]) > 0

@@ -39,7 +39,7 @@ def open_neuron_store(params: Params, layer: int) -> Any:
     """The layer's MLP neuron store, or a clear error naming ``activations.neurons``."""
     from saeatlas.activations import ActivationStore
 
-    if not getattr(params.activations, "neurons", True):
+    if not params.activations.neurons:
         raise ParamsError("activations.neurons is false: the neurons analysis needs the MLP neuron store; set "
                           "activations.neurons: true and re-run the activations stage")
     where = store_dir(params, layer, NEURON_SPLIT)
