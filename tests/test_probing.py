@@ -16,9 +16,9 @@ from saeatlas.analysis.probing.compute import (ProbingInputs, build_tasks, conte
                                                run_probes)
 from saeatlas.analysis.probing.config import ProbingConfig
 from saeatlas.analysis.probing.gate import first_letter_gate, letter_split
-from saeatlas.analysis.probing.tasks import (Skipped, TaskSplit, balanced_split, context_domains, first_letter,
-                                             id_labels, is_capitalised, is_digit, starts_with_space,
-                                             token_task_labels)
+from saeatlas.analysis.common.first_letter import first_letter
+from saeatlas.analysis.probing.tasks import (Skipped, TaskSplit, balanced_split, context_domains, id_labels,
+                                             is_capitalised, is_digit, starts_with_space, token_task_labels)
 
 N_LATENTS, WIDTH, D, POSITIONS = 64, 4, 16, 16
 DIGIT_IDS = range(0, 50)  # token ids whose strings hold digits

@@ -147,6 +147,9 @@ ROWS: tuple[Stage, ...] = (
     analysis("probing", "Sparse probing (top-k latents by class-mean difference) on domain and token tasks vs "
              "residual and random latents; the first-letter gate of absorption.", ("sae.sizes",),
              (STORE, MODEL, Ref("corpus", "documents"), Ref("features", "codes", gather=True))),
+    analysis("absorption", "Feature absorption on the first-letter task (Chanin et al. 2024): main latents by "
+             "k-sparse probing, absorbed probe true positives vs a random-direction null.", ("sae.sizes",),
+             (STORE, MODEL, Ref("features", "codes", gather=True))),
     # Retrains the sizes up to seeds.max_size with other seeds (training work: HEAVY-like) and runs
     # splitting, galaxy, lobes and scaling on each replica with their own code (their params are read here).
     analysis("seeds", "Headline numbers over extra training seeds: mean and spread beside the within-seed "

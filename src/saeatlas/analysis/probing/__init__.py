@@ -38,13 +38,13 @@ would be constant columns and make the baseline trivially chance), the floor a d
 without the ranking. Chance is 0.5 (balanced test sets). The mean over tasks per k carries a
 normal interval from the tasks' binomial variances.
 
-First-letter gate (``gate.py``): a multinomial probe on the residual of word-initial tokens
-(space + ASCII letter), split by token id, beside the majority-class baseline, chance and the same
-probe on shuffled labels. Chanin et al. measure absorption against such a probe's directions
-(candidate latents: decoder cosine to the probe >= 0.025; feature-splitting threshold 0.03), so
-where the probe does not clearly beat the majority baseline (``gate_factor``) absorption cannot be
-measured at this layer and the section says so. Where it does, the absorption measurement itself is
-not implemented here yet (the section says that too).
+First-letter gate (``gate.py``, on the shared ``analysis/common/first_letter.py``): a multinomial
+probe on the residual of word-initial tokens (space + ASCII letter), split by token id, beside the
+majority-class baseline, chance and the same probe on shuffled labels. Chanin et al. measure
+absorption against such a probe's directions, so where the probe does not clearly beat the
+majority baseline (``gate_factor``) absorption cannot be measured at this layer and the section
+says so. The measurement itself is the ``absorption`` analysis (``analysis/absorption/``), which
+runs the same gate on its own rows first.
 
 What differs from SAEBench: their tasks are 35 binary tasks from hub data sets (professions,
 review categories and sentiment, language, code language, news topics); ours come from the study's

@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from saeatlas.analysis.common.first_letter import read_rows
 from saeatlas.analysis.common.output import AnalysisOutput
 from saeatlas.analysis.common.threads import limit_threads
 from saeatlas.analysis.probing.config import ProbingConfig
@@ -224,11 +225,7 @@ def run_gate(config: ProbingConfig, inputs: ProbingInputs) -> GateResult:
     split = letter_split(inputs.tokens, inputs.strings, inputs.ordinary, config, stream(config.seed, GATE, 0))
     if isinstance(split, str):
         return GateResult(False, split)
-    rows = np.r_[split.rows_train, split.rows_test]
-    order = np.argsort(rows, kind="stable")
-    x_sorted = inputs.take(rows[order])
-    x = np.empty_like(x_sorted)
-    x[order] = x_sorted
+    x = read_rows(inputs.take, np.r_[split.rows_train, split.rows_test])
     n = len(split.rows_train)
     return first_letter_gate(x[:n], split.y_train, x[n:], split.y_test, config, stream(config.seed, GATE, 1),
                              split.letters, split.dropped)

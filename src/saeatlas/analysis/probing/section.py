@@ -33,8 +33,8 @@ def gate_text(metrics: Mapping[str, float]) -> str:
                f"shuffled labels and {_fmt(metric(metrics, 'first_letter.chance'))} for chance")
     if metric(metrics, "first_letter.passes"):
         return (f"First-letter gate: {numbers}. The letter is clearly readable here (above {factor:g}x the "
-                "majority baseline), so absorption (Chanin et al. 2024) is measurable at this layer; it is not "
-                "measured in this analysis yet.")
+                "majority baseline), so absorption (Chanin et al. 2024) is measurable at this layer (the "
+                "absorption section measures it).")
     return (f"First-letter gate: {numbers}. That is not clearly above the majority baseline (the gate asks for "
             f"{factor:g}x and an interval above the shuffled-label probe), so absorption cannot be measured at "
             "this layer.")

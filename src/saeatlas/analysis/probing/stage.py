@@ -7,14 +7,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from saeatlas.adapters import analysis_config, codes_dir, corpus_dir, model_dir, sizes, store_dir
+from saeatlas.analysis.common.first_letter import token_strings
 from saeatlas.analysis.common.job import analysis_job
 from saeatlas.analysis.probing.config import ProbingConfig
 from saeatlas.config import Params
-
-
-def token_strings(tokenizer: Any, ids: Any) -> dict[int, str]:
-    """The tokenizer's string of each id (decoded alone: a word-initial token keeps its space)."""
-    return {int(i): tokenizer.decode([int(i)], clean_up_tokenization_spaces=False) for i in ids}
 
 
 def inputs(params: Params, layer: int, codes: Mapping[int, Any]) -> Any:

@@ -13,6 +13,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from saeatlas.analysis.common.probes import group_split
+
 # Token-level tasks, in report order. Three are functions of the token's string; is_code_token
 # is a property of where the token stands (a row of a code-domain document).
 TOKEN_TASKS = ("is_digit", "is_capitalised", "starts_with_space", "is_code_token")
@@ -42,14 +44,6 @@ def starts_with_space(s: str) -> int | None:
 
 STRING_TASKS: dict[str, Callable[[str], int | None]] = {
     "is_digit": is_digit, "is_capitalised": is_capitalised, "starts_with_space": starts_with_space}
-
-
-def first_letter(s: str) -> str | None:
-    """The lower-case first letter of a token that begins a word: a space then an ASCII letter
-    (" Paris" -> "p"); None for any other token (mid-word pieces, punctuation, digits)."""
-    if len(s) >= 2 and s[0] == " " and s[1].isascii() and s[1].isalpha():
-        return s[1].lower()
-    return None
 
 
 def id_labels(tokens: np.ndarray, strings: Mapping[int, str], label: Callable[[str], int | None]) -> np.ndarray:
@@ -105,24 +99,6 @@ class Skipped:
     name: str
     level: str
     reason: str
-
-
-def group_split(groups: np.ndarray, y: np.ndarray, train_fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """``is_train`` per unit: whole groups (token ids, or each unit its own group) go to one side,
-    ``train_fraction`` of the groups of each class (a group's class: its most common label), at
-    least one group on each side where a class has two or more."""
-    ug, inverse = np.unique(groups, return_inverse=True)
-    classes = np.unique(y)
-    votes = np.zeros((len(ug), len(classes)), dtype=np.int64)
-    np.add.at(votes, (inverse, np.searchsorted(classes, y)), 1)
-    major = votes.argmax(1)
-    train_group = np.zeros(len(ug), dtype=bool)
-    for c in range(len(classes)):
-        members = rng.permutation(np.flatnonzero(major == c))
-        n = len(members)
-        n_train = min(max(int(round(train_fraction * n)), 1), n - 1) if n >= 2 else n
-        train_group[members[:n_train]] = True
-    return train_group[inverse]
 
 
 def take_per_class(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
