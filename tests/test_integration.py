@@ -233,6 +233,40 @@ def test_smoke_feature_tables_and_analyses_hold_by_value(snakemake_project: Path
         assert "completeness.x50" not in scaling
 
 
+def test_smoke_neurons_probing_and_absorption_hold_by_value(snakemake_project: Path) -> None:
+    """Features vs neurons, sparse probing and absorption on the real smoke study: the alive
+    features' shares add up with the dead ones, the top-neuron table covers every feature, the
+    residual-stream probe beats random latents, and absorption is measured only past the gate."""
+    import csv
+
+    proj = snakemake_project
+    params = config.load(proj / "params.yaml")
+    out = lambda name: proj / f"results/analysis/{name}/{MODEL}/layer15"  # noqa: E731
+    nm = json.loads((proj / f"results/analysis/neurons/{MODEL}/layer15.metrics.json").read_text())
+    for n in params.sae.sizes:
+        assert nm[f"n{n}.alive"] + nm[f"n{n}.dead"] == n
+        assert nm[f"n{n}.frac_le_threshold_ci_low"] <= nm[f"n{n}.frac_le_threshold"] <= nm[f"n{n}.frac_le_threshold_ci_high"]
+        with open(out("neurons") / "tables" / f"top_neurons_n{n}.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert len(rows) == n
+    assert nm["reference.templeton2024_frac_max_neuron_corr_le_0_3"] == 0.82
+    for null in ("random", "rotation"):  # dense nulls: every direction is defined, most below 0.3
+        assert nm[f"{null}.dead"] == 0 and nm[f"{null}.frac_le_threshold"] > 0.5
+
+    pm = json.loads((proj / f"results/analysis/probing/{MODEL}/layer15.metrics.json").read_text())
+    assert pm["residual.mean_accuracy"] > 0.7
+    largest = max(params.sae.sizes)
+    assert pm[f"n{largest}.k20.mean_accuracy"] > pm[f"n{largest}.k1.mean_random"]
+    assert pm["first_letter.accuracy"] > pm["first_letter.majority"]
+
+    am = json.loads((proj / f"results/analysis/absorption/{MODEL}/layer15.metrics.json").read_text())
+    assert 0 < am["gate.accuracy"] <= 1 and 0 <= am["gate.majority"] < 1
+    if am["gate.passes"]:
+        assert all(0 <= am[f"n{n}.absorption_rate"] <= 1 for n in params.sae.sizes)
+    else:
+        assert not any(k.endswith("absorption_rate") for k in am)
+
+
 def test_smoke_geometry_holds_by_value(snakemake_project: Path) -> None:
     """Each geometry stage's numbers lie where they must: above their nulls where the structure is
     the model's own (activation-space crystals, the activations' spectrum), inside [0, 1] where
