@@ -65,3 +65,34 @@ def test_too_few_layers_say_so(tmp_path: Path) -> None:
 def test_the_published_curve_is_goc_slope_by_layer() -> None:
     curve = dict(published_slopes())
     assert curve[0] == 0.238 and curve[12] == 0.468 and curve[24] == 0.255 and len(curve) >= 7
+
+
+def test_the_report_places_the_depth_section_for_a_study_of_several_layers(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report stage's study-level block: built from the per-layer metrics where the stage
+    table puts them, its figure and table copied into the site, for every layer listed."""
+    import yaml
+
+    from saeatlas import config
+    from saeatlas.stages.report import _depth_block
+
+    repo = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((repo / "params/smoke.yaml").read_text())
+    raw["model"]["layers"] = [3, 9, 15]
+    params = config.from_mapping(raw)
+    monkeypatch.chdir(tmp_path)
+    model = Path("results/models") / params.model.name
+    model.mkdir(parents=True)
+    (model / "saeatlas_model.json").write_text(json.dumps({"n_layers": 30}))
+    size, k = max(params.sae.sizes), min(params.section("lobes.k_values"), key=lambda v: (abs(v - 8), v))
+    for layer, slope in ((3, 0.2), (9, 0.5), (15, 0.3)):
+        _write(Path(f"results/analysis/galaxy/{params.model.name}/layer{layer}.metrics.json"),
+               {f"n{size}.slope": slope, f"n{size}.slope_ci_low": slope - 0.01, f"n{size}.slope_ci_high": slope + 0.01})
+        _write(Path(f"results/analysis/lobes/{params.model.name}/layer{layer}/n{size}.metrics.json"),
+               {f"k{k}.ami": 0.1})
+    block = _depth_block(params, tmp_path / "scratch", tmp_path / "site")
+    (item,) = block["sections"]
+    assert block["layer"] == "all" and item["slug"] == "depth"
+    assert "slope peaks in the middle: 0.5 at layer 9" in item["section"].summary
+    assert (tmp_path / "site" / item["files"]["figures"][0]["image"]).stat().st_size > 10_000
+    assert (tmp_path / "site" / "figures" / "depth" / "depth.csv").read_text().count("\n") == 4
