@@ -40,8 +40,9 @@ def flip_byte(path: Path, offset: int = -5) -> None:
 
 def test_verify_passes_a_good_tree_and_names_every_damaged_file(study: Path) -> None:
     good = run_cli(["verify", "results", "--no-progress"], study)
-    # 4 SAEs: the study's two and the seed stage's two replicas (results/cache/seeds), checked alike
-    assert "all good" in good.stderr and "2 activation store" in good.stderr and "4 SAE" in good.stderr
+    # 4 SAEs: the study's two and the seed stage's two replicas (results/cache/seeds), checked alike;
+    # 3 activation stores: train, eval and the held-out MLP neurons (eval_neurons)
+    assert "all good" in good.stderr and "3 activation store" in good.stderr and "4 SAE" in good.stderr
 
     shard = study / STORE / "train" / "shard-00000.npy"
     flip_byte(shard)
