@@ -61,23 +61,28 @@ def published_slopes() -> list[tuple[int, float]]:
     return sorted(points)
 
 
-def peak_verdict(rows: list[dict[str, Any]], value: str, low: str, high: str) -> tuple[str, int | None]:
+def peak_verdict(rows: list[dict[str, Any]], value: str, low: str | None = None,
+                 high: str | None = None) -> tuple[str, int | None]:
     """Whether ``value`` peaks at an interior layer: the best interior layer's interval lies above
-    the intervals of both the first and the last layer. Returns a sentence and the peak layer."""
+    the intervals of both the first and the last layer (without ``low``/``high``, above both ends'
+    values, and the sentence says there is no interval). Returns a sentence and the peak layer."""
     usable = [r for r in rows if r[value] is not None]
     if len(usable) < 3:
         return f"{len(usable)} layers with a {value}: too few to speak of a peak", None
     first, last = usable[0], usable[-1]
     interior = max(usable[1:-1], key=lambda r: r[value])
-    lo = interior[low] if interior[low] is not None else interior[value]
-    ends = [(r[high] if r[high] is not None else r[value]) for r in (first, last)]
-    verdict = (f"{value} peaks in the middle: {interior[value]:.3g} at layer {interior['layer']} (interval from "
-               f"{lo:.3g}) above layer {first['layer']} ({first[value]:.3g}, up to {ends[0]:.3g}) and layer "
-               f"{last['layer']} ({last[value]:.3g}, up to {ends[1]:.3g})") if lo > max(ends) else (
-               f"no middle-layer peak of {value}: the best interior layer {interior['layer']} ({interior[value]:.3g}, "
-               f"interval from {lo:.3g}) does not clear both ends (layer {first['layer']}: {first[value]:.3g}, "
-               f"layer {last['layer']}: {last[value]:.3g})")
-    return verdict, interior["layer"] if lo > max(ends) else None
+    bound = lambda r, key: r[key] if key and r[key] is not None else r[value]  # noqa: E731
+    lo, ends = bound(interior, low), [bound(r, high) for r in (first, last)]
+    peaks = lo > max(ends)
+    how = (f"interval from {lo:.3g}" if low else "one estimate, no interval")
+    if peaks:
+        verdict = (f"{value} peaks in the middle: {interior[value]:.3g} at layer {interior['layer']} ({how}) above "
+                   f"layer {first['layer']} ({first[value]:.3g}) and layer {last['layer']} ({last[value]:.3g})")
+    else:
+        verdict = (f"no middle-layer peak of {value}: the best interior layer {interior['layer']} "
+                   f"({interior[value]:.3g}, {how}) does not clear both ends (layer {first['layer']}: "
+                   f"{first[value]:.3g}, layer {last['layer']}: {last[value]:.3g})")
+    return verdict, interior["layer"] if peaks else None
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -142,7 +147,7 @@ def depth_section(rows: list[dict[str, Any]], out_dir: Path, size: int, lobes_k:
     write_csv_atomic(out_dir / "depth.csv", rows, COLUMNS)
     depth_figure(rows, out_dir / "depth.png", size, lobes_k)
     verdicts = [peak_verdict(rows, v, f"{v}_ci_low", f"{v}_ci_high")[0] for v in ("slope", "slope_goc", "negentropy")]
-    verdicts.append(peak_verdict(rows, "clustering_goc", "clustering_goc", "clustering_goc")[0])
+    verdicts.append(peak_verdict(rows, "clustering_goc")[0])
     numbers = tuple(Number(f"slope (published window), layer {r['layer']}", r["slope_goc"], null=r["slope_goc_gaussian"],
                            ci=None if r["slope_goc_ci_low"] is None else (r["slope_goc_ci_low"], r["slope_goc_ci_high"]))
                     for r in rows)
@@ -192,15 +197,16 @@ def markdown(csv_path: Path) -> str:
             return "n/a"
         return f"{float(value):.3f}" + (f" [{float(low):.3f}, {float(high):.3f}]" if low and high else "")
 
-    out = ["| layer | slope ours [CI] (null) | slope GoC window [CI] (null) | negentropy [CI] | GoC clustering ± sd | "
-           "AMI (null mean) | AMI GoC protocol |", "|---|---|---|---|---|---|---|"]
+    out = ["| layer | slope ours [CI] (null) | slope GoC window [CI] (null) | negentropy [CI] | GoC clustering ± sd "
+           "(Gaussian) | AMI (null mean) | AMI GoC protocol |", "|---|---|---|---|---|---|---|"]
     with open(csv_path, newline="", encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
             out.append(f"| {r['layer']} | {cell(r['slope'], r['slope_ci_low'], r['slope_ci_high'])} "
                        f"({cell(r['slope_gaussian'])}) | {cell(r['slope_goc'], r['slope_goc_ci_low'], r['slope_goc_ci_high'])} "
                        f"({cell(r['slope_goc_gaussian'])}) | "
                        f"{cell(r['negentropy'], r['negentropy_ci_low'], r['negentropy_ci_high'])} | "
-                       f"{cell(r['clustering_goc'])} ± {cell(r['clustering_goc_sd'])} | {cell(r['ami'])} "
+                       f"{cell(r['clustering_goc'])} ± {cell(r['clustering_goc_sd'])} ({cell(r['clustering_goc_gaussian'])}) "
+                       f"| {cell(r['ami'])} "
                        f"({cell(r['ami_null_mean'])}) | {cell(r['ami_goc'])} |")
     return "\n".join(out)
 
