@@ -45,9 +45,9 @@ study: $(VENV)/.installed
 
 ## The depth sweep (params/depth.yaml): galaxy and lobes at ten layers, then its table and figure.
 depth: $(VENV)/.installed
-	. $(VENV)/bin/activate && snakemake --cores $(CORES) $$(python -m saeatlas.report.depth --targets \
+	. $(VENV)/bin/activate && snakemake --cores $(CORES) $$(python -m saeatlas depth --targets \
 	  --params params/depth.yaml) --configfile params/depth.yaml && \
-	  python -m saeatlas.report.depth --params params/depth.yaml --out results/depth
+	  python -m saeatlas depth --params params/depth.yaml --out results/depth
 
 ## Install with test extras and run the test suite.
 test: $(VENV)/.installed-test $(CHROMIUM)

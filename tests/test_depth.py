@@ -96,3 +96,15 @@ def test_the_report_places_the_depth_section_for_a_study_of_several_layers(tmp_p
     assert "slope peaks in the middle: 0.5 at layer 9" in item["section"].summary
     assert (tmp_path / "site" / item["files"]["figures"][0]["image"]).stat().st_size > 10_000
     assert (tmp_path / "site" / "figures" / "depth" / "depth.csv").read_text().count("\n") == 4
+
+
+def test_the_cli_hands_a_tool_its_own_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m saeatlas depth --targets` reaches the tool with its options untouched: one entry
+    point for stages and read-only tools alike."""
+    from saeatlas.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    assert main(["depth", "--params", str(repo / "params/depth.yaml"), "--targets"]) == 0
+    targets = capsys.readouterr().out.split()
+    assert len(targets) == 20 and targets[0].endswith("galaxy/smollm2-135m-instruct/layer0")
+    assert main(["compare", "--params", str(repo / "no-such.yaml")]) == 2

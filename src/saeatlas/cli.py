@@ -50,6 +50,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="torch intra-op threads (default: torch's choice, i.e. the cores given)")
 
 
+# Read-only tools over a built study, each a module with its own ``main(argv)`` and options
+# (``python -m saeatlas <tool> --help``); here so there is one entry point.
+TOOLS = {
+    "compare": ("saeatlas.report.comparison", "Print ours beside the published numbers (Markdown) for a built study."),
+    "depth": ("saeatlas.report.depth", "The depth sweep's table, figure and peak verdicts (--targets: what to build)."),
+    "lobes-sweep": ("saeatlas.analysis.lobes.sweep", "Vary one factor of the published lobes protocol at a time "
+                    "on a built study (CSV)."),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saeatlas", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"saeatlas {__version__}")
@@ -88,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DVC job names (stage or stage@layer[-size]); default: every job whose outputs exist")
     p.add_argument("--log-file", metavar="FILE", help="also write the log to FILE")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    for name, (_, text) in TOOLS.items():  # listed in --help; main() hands their arguments over as they are
+        sub.add_parser(name, help=text, description=text)
     return parser
 
 
@@ -119,6 +131,11 @@ def _dispatch(args: argparse.Namespace) -> int:
                     "is out of date; run `python -m saeatlas generate`" if args.check else "written")
         return 1 if (args.check and stale) else 0
 
+    if args.command in TOOLS:
+        from importlib import import_module as load
+
+        load(TOOLS[args.command][0]).main(args.tool_args)
+        return 0
     if args.command == "verify":
         from saeatlas.verify import verify_tree
 
@@ -154,7 +171,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:  # a tool parses its own options
+        args = argparse.Namespace(command=argv[0], tool_args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "log_file", None), getattr(args, "verbose", False))
     try:
         return _dispatch(args)

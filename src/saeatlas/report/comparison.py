@@ -87,12 +87,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Print the table of a built study as Markdown: ``python -m saeatlas.report.comparison``."""
+    """Print the table of a built study as Markdown: ``python -m saeatlas compare``."""
     from saeatlas.adapters import path, sizes
     from saeatlas.config import load as load_params
     from saeatlas.pipeline import ANALYSES
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m saeatlas compare", description=main.__doc__)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = load_params(Path(args.params))

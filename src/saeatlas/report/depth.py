@@ -212,12 +212,12 @@ def markdown(csv_path: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The depth sweep outside the report: ``python -m saeatlas.report.depth --params FILE``
+    """The depth sweep outside the report: ``python -m saeatlas depth --params FILE``
     writes depth.csv and depth.png under --out and prints the table and the verdicts;
     ``--targets`` prints what to build first (``make depth`` passes them to Snakemake)."""
     from saeatlas.config import load as load_params
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m saeatlas depth", description=main.__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", type=Path, default=Path("results/depth"))
     parser.add_argument("--targets", action="store_true", help="print the Snakemake targets and exit")

@@ -1,6 +1,6 @@
 """Why is our lobe AMI lower than Li et al.'s? Vary one factor of the published protocol at a time.
 
-``python -m saeatlas.analysis.lobes.sweep --params /work/study/params.yaml --size 4608
+``python -m saeatlas lobes-sweep --params /work/study/params.yaml --size 4608
 --out /tmp/lobes_sweep.csv`` reads a finished study (read-only) and writes one row per setting:
 our per-context blocks, then document windows of W tokens (``--windows``) on a seeded random
 share of the windows (``--fractions``: how AMI grows with the amount of text, since our 100k
@@ -100,7 +100,7 @@ def settings(windows: list[int], fractions: list[float], thresholds: list[float]
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m saeatlas lobes-sweep", description=__doc__.split("\n")[0])
     ap.add_argument("--params", type=Path, required=True, help="the study's params.yaml (read-only)")
     ap.add_argument("--size", type=int, required=True)
     ap.add_argument("--layer", type=int, default=None)
