@@ -435,7 +435,8 @@ def test_snakemakes_own_report_shows_the_main_outputs_with_their_captions(snakem
     html = target.read_text(encoding="utf-8", errors="replace")
     assert len(html) > 100_000
     for caption in ("Training curve of the SAE with", "Firing-density histogram", "Feature splitting across",
-                    "Functional lobes of the"):
+                    "Functional lobes of the", "Features vs MLP neurons", "Sparse probing (layer",
+                    "Feature absorption of first letters"):
         assert caption in html, caption
 
 

@@ -266,3 +266,11 @@ def test_slurm_profile_asks_each_job_what_its_row_says(tmp_path: Path) -> None:
     profile = yaml.safe_load((proj / "workflow/profiles/slurm/config.yaml").read_text())
     for name, threads in profile["set-threads"].items():
         assert threads == STAGE[name].resources.cpus, name
+
+
+def test_every_output_shown_in_snakemakes_report_has_its_caption_file() -> None:
+    """`snakemake --report` fails on a missing caption: a new analysis needs
+    workflow/report/<name>.rst (checked here in a second, not only by the slow report test)."""
+    missing = [f"{s.name}: workflow/report/{o.shown.caption}" for s in STAGES for o in s.outputs
+               if o.shown and not (REPO / "workflow" / "report" / o.shown.caption).is_file()]
+    assert not missing, missing
