@@ -169,6 +169,77 @@ def test_float16_overflow_is_refused(tmp_path: Path) -> None:
         w.write_shard(0, np.full((2, D), np.inf, np.float16))
 
 
+class _FakeLM:
+    """Stands in for the LM in ``write_stores``: each read-out a fixed function of the token ids,
+    so the bytes any capture should hold are known; counts the forwards."""
+
+    d_model, neurons = 4, 6
+
+    def __init__(self) -> None:
+        self.forwards = 0
+
+    def n_neurons(self, layer: int) -> int:
+        return self.neurons
+
+    def capture(self, ids, layers, neuron_layers=()):
+        import torch
+
+        self.forwards += 1
+        x = ids.to(torch.float32)[..., None]
+        out = {("resid", L): x * (L + 1) + torch.arange(self.d_model) for L in layers}
+        out.update({("neurons", L): -x * (L + 1) + torch.arange(self.neurons) for L in neuron_layers})
+        return out
+
+
+def _fake_split(n_ctx: int = 10, ctx_len: int = 5):
+    from saeatlas.corpus import CorpusSplit
+
+    contexts = (np.arange(n_ctx * ctx_len, dtype=np.int32).reshape(n_ctx, ctx_len) % 97) + 1
+    return CorpusSplit(contexts=contexts, doc_ids=np.repeat(np.arange(n_ctx, dtype=np.int32), ctx_len).reshape(n_ctx, ctx_len),
+                       manifest={"bos_token_id": None})
+
+
+def _captures(root: Path, layers=(3, 9), neurons=(9,)):
+    from saeatlas.activations import Capture
+
+    keys = [("resid", L) for L in layers] + [("neurons", L) for L in neurons]
+    return [Capture(k, root / f"{k[0]}{k[1]}", {"fingerprint": f"{k[0]}{k[1]}"}) for k in keys]
+
+
+def test_one_pass_writes_every_layer_and_resumes_stores_at_different_shards(tmp_path: Path) -> None:
+    """Several stores from one forward per batch; a run killed when the stores had written
+    different numbers of shards resumes from the first missing shard, rewrites nothing a store
+    holds, and ends byte-identical to an uninterrupted run."""
+    from saeatlas.activations import write_stores
+    from saeatlas.config import ActivationParams
+
+    cfg = ActivationParams(batch_contexts=2, shard_contexts=4, dtype="float32", outlier_factor=10.0, neurons=True)
+    lm = _FakeLM()
+    whole = write_stores(lm, _fake_split(), _captures(tmp_path / "whole"), cfg, desc="whole")
+    assert lm.forwards == 5  # 10 contexts in batches of 2: one forward serves all three stores
+    resid9 = ActivationStore.open(tmp_path / "whole" / "resid9")
+    rows = np.asarray(resid9.take(np.arange(resid9.n_tokens), normalise=False))
+    np.testing.assert_array_equal(rows, np.asarray(resid9.tokens())[:, None] * 10.0 + np.arange(4))
+    assert ActivationStore.open(tmp_path / "whole" / "neurons9").d_model == 6
+    assert {key[0] for key in whole} == {"resid", "neurons"}
+
+    # "killed": resid3 has 2 of its 3 shards, resid9 and neurons9 1 each
+    partial = tmp_path / "killed"
+    for capture, shards in zip(_captures(partial), (2, 1, 1)):
+        writer = StoreWriter(capture.directory, {**capture.header, "format": FORMAT})
+        source = ActivationStore.open(tmp_path / "whole" / capture.directory.name)
+        for i in range(shards):
+            writer.write_shard(i, np.asarray(source.shard(i)))
+    ahead = (partial / "resid3" / shard_name(1)).stat().st_ino
+    lm = _FakeLM()
+    write_stores(lm, _fake_split(), _captures(partial), cfg, desc="resumed")
+    assert lm.forwards == 3  # shards 1 and 2 only (2 + 1 batches)
+    assert (partial / "resid3" / shard_name(1)).stat().st_ino == ahead  # a shard a store held is not rewritten
+    for name in ("resid3", "resid9", "neurons9"):
+        for file in (tmp_path / "whole" / name).iterdir():
+            assert (partial / name / file.name).read_bytes() == file.read_bytes(), (name, file.name)
+
+
 # --------------------------------------------------------------------------------------
 # The real stage, killed and resumed
 # --------------------------------------------------------------------------------------

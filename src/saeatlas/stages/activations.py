@@ -10,6 +10,7 @@ per layer."""
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -102,10 +103,13 @@ def run(params: Params, device: str = "auto") -> dict[str, Any]:
         for layer in layers:
             final = path("activations", "store", params, layer=layer)
             final.parent.mkdir(parents=True, exist_ok=True)
+            if not params.activations.neurons:  # a neuron store a killed earlier run began is not published
+                shutil.rmtree(partial_dir(params, layer) / NEURONS, ignore_errors=True)
             replace_dir(partial_dir(params, layer), final)
             for split in (*SPLITS, *((NEURONS,) if params.activations.neurons else ())):
                 ActivationStore.open(final / split)  # re-read what was published: manifests and files agree
-        partial_dir(params, layers[0]).parent.rmdir()  # every layer published: the folder is empty
+        # every listed layer is published; what is left is a killed run's layer that is no longer listed
+        shutil.rmtree(partial_dir(params, layers[0]).parent, ignore_errors=True)
         write_metrics(path("activations", "metrics", params), metrics)
         job.log_metrics({**metrics, "seconds": seconds, "tokens_per_second": tokens / max(seconds, 1e-9)})
     return metrics
