@@ -6,7 +6,11 @@ process, alternating implementations so that machine noise hits both alike. The 
 (encoder forward FLOPs = 2·B·d·n) / step time over this run's fp32 matmul GFLOP/s: the dense
 encoder matmul is the one cost neither implementation can avoid.
 
-Then, at n=2304, both train for the same token budget on the same batches and their FVU on
+``--architectures`` (default: topk batchtopk) adds our other architectures beside TopK: BatchTopK's
+step keeps the top k·B pre-activations of the whole batch (a [B·n] top-k instead of B row top-ks)
+and is timed on the same batches; the peer has no BatchTopK, so the speedup line stays TopK's.
+
+Then, at n=2304, all train for the same token budget on the same batches and their FVU on
 held-out rows is printed; and a training run's peak RSS at two token counts shows memory is flat.
 
 Activations: the default study's store if it exists (``--store``), else synthetic data.
@@ -62,16 +66,23 @@ class Batches:
         return self.x[j * BATCH:(j + 1) * BATCH]
 
 
-def ours(n: int, lr: float) -> tuple[Callable[[torch.Tensor], float], Callable[[torch.Tensor], float]]:
+def ours(n: int, lr: float, architecture: str = "topk", total_steps: int = 10**9
+         ) -> tuple[Callable[[torch.Tensor], float], Callable[[torch.Tensor], float]]:
+    """``total_steps`` is what ``after_step`` is told (BatchTopK's threshold averages the last
+    tenth of the steps, as in ``train_sae``); the timed step includes it."""
     from saeatlas.sae.model import build
     from saeatlas.sae.train import make_optimizer, training_step
 
     torch.manual_seed(0)
-    sae = build("topk", D, n, k=K)
+    sae = build(architecture, D, n, k=K)
     opt = make_optimizer(sae, lr)
+    done = [0]
 
     def step(x: torch.Tensor) -> float:
-        return float(training_step(sae, opt, x).fvu)
+        out = training_step(sae, opt, x)
+        done[0] += 1
+        sae.after_step(out.code, done[0], total_steps)
+        return float(out.fvu)
 
     def fvu(x: torch.Tensor) -> float:
         with torch.no_grad():
@@ -108,8 +119,13 @@ def lr_for(n: int) -> float:
     return 2e-4 * (16384 / n) ** 0.5  # the same width rule for both (see sae/train.py)
 
 
-def time_steps(data: Batches, n: int, repeats: int) -> dict[str, float]:
-    impls = {"saeatlas": ours(n, lr_for(n))[0], "eai-sparsify": peer(n, lr_for(n))[0]}
+def label(architecture: str) -> str:
+    return "saeatlas" if architecture == "topk" else f"saeatlas-{architecture}"
+
+
+def time_steps(data: Batches, n: int, repeats: int, architectures: list[str]) -> dict[str, float]:
+    impls = {label(a): ours(n, lr_for(n), a)[0] for a in architectures}
+    impls["eai-sparsify"] = peer(n, lr_for(n))[0]
     times: dict[str, list[float]] = {name: [] for name in impls}
     for name, step in impls.items():
         step(data.batch(0))  # warm-up (allocations, first-touch)
@@ -121,10 +137,13 @@ def time_steps(data: Batches, n: int, repeats: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def budget_fvu(data: Batches, n: int, steps: int) -> dict[str, float]:
+def budget_fvu(data: Batches, n: int, steps: int, architectures: list[str]) -> dict[str, float]:
+    makers: dict[str, Callable[[], tuple[Callable[[torch.Tensor], float], Callable[[torch.Tensor], float]]]] = {
+        label(a): (lambda a=a: ours(n, lr_for(n), a, steps)) for a in architectures}
+    makers["eai-sparsify"] = lambda: peer(n, lr_for(n))
     out = {}
-    for name, make in (("saeatlas", ours), ("eai-sparsify", peer)):
-        step, fvu = make(n, lr_for(n))
+    for name, make in makers.items():
+        step, fvu = make()
         for i in range(steps):
             step(data.batch(i))
         out[name] = fvu(data.held_out)
@@ -161,6 +180,8 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2304, 18432])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--architectures", nargs="+", default=["topk", "batchtopk"],
+                        help="our architectures to time beside the peer (topk is always included)")
     parser.add_argument("--budget-steps", type=int, default=100, help="steps of 4096 tokens for the FVU comparison")
     parser.add_argument("--rss-steps", type=int, nargs=2, default=[50, 400])
     parser.add_argument("--roofline-seconds", type=float, default=3.0)
@@ -178,18 +199,22 @@ def main() -> None:
     roofline = measure_roofline(args.roofline_seconds)
     print(f"roofline_gflops: {roofline:.1f}")
     speedup = float("nan")
+    architectures = ["topk"] + [a for a in args.architectures if a != "topk"]
     for n in args.sizes:
-        t = time_steps(data, n, args.repeats)
+        t = time_steps(data, n, args.repeats, architectures)
         flops = 2 * BATCH * D * n
         for name, sec in t.items():
             print(f"n={n:>6} {name:>13}: step {sec:.3f} s, {BATCH / sec:>8.0f} tokens/s, "
                   f"encoder-forward roofline fraction {flops / sec / 1e9 / roofline:.3f}")
         speedup = t["eai-sparsify"] / t["saeatlas"]
         print(f"n={n:>6} speedup: {speedup:.2f}x")
+        for a in architectures[1:]:
+            print(f"n={n:>6} {a} step time / topk step time: {t[label(a)] / t['saeatlas']:.2f}")
     n_fvu = min(args.sizes)
-    f = budget_fvu(data, n_fvu, args.budget_steps)
+    f = budget_fvu(data, n_fvu, args.budget_steps, architectures)
     print(f"held-out FVU after {args.budget_steps * BATCH} tokens at n={n_fvu}: "
-          f"saeatlas {f['saeatlas']:.4f}, eai-sparsify {f['eai-sparsify']:.4f}")
+          + ", ".join(f"{name} {value:.4f}" for name, value in f.items())
+          + " (batchtopk: encoded with its learned threshold)")
     if (args.store / "train" / "manifest.json").is_file():
         peaks = []
         for steps in args.rss_steps:

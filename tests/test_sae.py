@@ -209,7 +209,7 @@ from saeatlas.sae.train import TensorSource, TrainConfig, train_sae
 torch.set_num_threads(1)
 _, x = planted(n=12000)
 slow = float(sys.argv[2])
-cfg = TrainConfig(n_latents=128, k=4, lr=2e-3, lr_reference_size=128, batch_size=256, epochs=3, warmup_steps=10,
+cfg = TrainConfig(architecture=sys.argv[3], n_latents=128, k=4, lr=2e-3, lr_reference_size=128, batch_size=256, epochs=3, warmup_steps=10,
                   auxk_k=16, dead_after_tokens=2048, checkpoint_every=5, log_every=5, exclude_outliers=False)
 result = train_sae(cfg, TensorSource(x), checkpoint=__import__("pathlib").Path(sys.argv[1]),
                    on_log=lambda row: time.sleep(slow), progress=False)
@@ -217,12 +217,15 @@ torch.save(result.sae.state_dict(), sys.argv[1] + ".final")
 """
 
 
-def test_killed_training_resumes_to_the_same_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk"])
+def test_killed_training_resumes_to_the_same_result(tmp_path: Path, architecture: str) -> None:
+    """BatchTopK also checks that its threshold buffers (EMA and late-window mean) resume: they are
+    part of the state dict compared below."""
     script = tmp_path / "resume.py"
     script.write_text(RESUME_SCRIPT.format(tests=str(REPO / "tests")))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     ckpt = tmp_path / "killed.pt"
-    proc = subprocess.Popen([sys.executable, str(script), str(ckpt), "0.3"], env=env)
+    proc = subprocess.Popen([sys.executable, str(script), str(ckpt), "0.3", architecture], env=env)
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
@@ -232,11 +235,15 @@ def test_killed_training_resumes_to_the_same_result(tmp_path: Path) -> None:
     proc.wait()
     first_step = torch.load(ckpt, weights_only=True)["step"]
     assert 0 < first_step < 3 * (12000 // 256)
-    subprocess.run([sys.executable, str(script), str(ckpt), "0"], env=env, check=True, timeout=300)
+    subprocess.run([sys.executable, str(script), str(ckpt), "0", architecture], env=env, check=True, timeout=300)
     fresh = tmp_path / "fresh.pt"
-    subprocess.run([sys.executable, str(script), str(fresh), "0"], env=env, check=True, timeout=300)
+    subprocess.run([sys.executable, str(script), str(fresh), "0", architecture], env=env, check=True, timeout=300)
     resumed = torch.load(str(ckpt) + ".final", weights_only=True)
     uninterrupted = torch.load(str(fresh) + ".final", weights_only=True)
+    assert resumed.keys() == uninterrupted.keys()
+    if architecture == "batchtopk":
+        assert {"threshold", "window_sum", "window_steps"} <= set(uninterrupted)
+        assert int(uninterrupted["window_steps"]) > 0
     for name in uninterrupted:
         torch.testing.assert_close(resumed[name], uninterrupted[name], rtol=1e-5, atol=1e-6, msg=name)
 

@@ -29,7 +29,7 @@ def real_activations(lm, tokenizer) -> tuple[torch.Tensor, float]:
     return x, float((x.shape[1] / x.pow(2).sum(1).mean()) ** 0.5)
 
 
-@pytest.mark.parametrize("architecture", ["topk", "relu"])
+@pytest.mark.parametrize("architecture", ["topk", "relu", "batchtopk"])
 def test_sae_lens_loads_the_export_and_agrees(real_activations, tmp_path: Path, architecture: str) -> None:
     sae_lens = pytest.importorskip("sae_lens")
     x, scale = real_activations
@@ -39,7 +39,7 @@ def test_sae_lens_loads_the_export_and_agrees(real_activations, tmp_path: Path, 
     export_sae(ours, tmp_path, scale, {"model_name": "smollm2-135m-instruct",
                                        "hook_name": "blocks.15.hook_resid_post", "context_size": 128})
     saved = json.loads((tmp_path / "cfg.json").read_text())
-    assert saved["architecture"] == {"topk": "topk", "relu": "standard"}[architecture]
+    assert saved["architecture"] == {"topk": "topk", "relu": "standard", "batchtopk": "jumprelu"}[architecture]
     assert saved["metadata"]["hook_name"] == "blocks.15.hook_resid_post"
 
     theirs = sae_lens.SAE.load_from_disk(str(tmp_path), device="cpu")
@@ -52,6 +52,12 @@ def test_sae_lens_loads_the_export_and_agrees(real_activations, tmp_path: Path, 
     assert (acts_ours > 0).sum() > 0
     torch.testing.assert_close(acts_theirs, acts_ours, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(recon_theirs, recon_ours, rtol=1e-4, atol=1e-3 * float(x.abs().mean()))
+    # FVU on these (real) eval activations: SAELens' reconstruction scores what ours scores.
+    fvu = lambda recon: float((x - recon).pow(2).sum() / (x - x.mean(0)).pow(2).sum())  # noqa: E731
+    assert fvu(recon_theirs) == pytest.approx(fvu(recon_ours), rel=1e-4, abs=1e-6)
+    if architecture == "batchtopk":  # SAELens reads it as its JumpReLU, with our threshold
+        assert type(theirs).__name__ == "JumpReLUSAE"
+        torch.testing.assert_close(theirs.threshold.detach(), ours.threshold)
 
     # Our importer reads it back as a raw-space SAE that computes the same.
     imported, _ = load_sae(tmp_path)
@@ -66,8 +72,8 @@ def test_importer_refuses_what_it_cannot_represent(tmp_path: Path) -> None:
 
     export_sae(build("topk", 8, 64, k=4), tmp_path, 1.0, {})
     cfg = json.loads((tmp_path / "cfg.json").read_text())
-    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "architecture": "jumprelu"}))
-    with pytest.raises(StoreError, match="architecture: 'jumprelu' is not supported"):
+    (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "architecture": "gated"}))
+    with pytest.raises(StoreError, match="architecture: 'gated' is not supported"):
         load_sae(tmp_path)
     (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "normalize_activations": "layer_norm"}))
     with pytest.raises(StoreError, match="normalize_activations: 'layer_norm'"):

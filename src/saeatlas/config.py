@@ -309,7 +309,7 @@ def _semantic_errors(raw: Mapping[str, Any]) -> list[str]:
     k = raw["sae"]["k"]
     if sizes and k >= min(sizes):
         errs.append(f"sae.k: must be smaller than the smallest dictionary size {min(sizes)}, got {k}")
-    if sizes and raw["sae"]["architecture"] == "topk" and raw["sae"]["auxk_k"] > min(sizes):
+    if sizes and raw["sae"]["architecture"] in ("topk", "batchtopk") and raw["sae"]["auxk_k"] > min(sizes):
         errs.append(f"sae.auxk_k: must be at most the smallest dictionary size {min(sizes)} (AuxK picks "
                     f"that many dead latents), got {raw['sae']['auxk_k']}")
     if raw["sae"]["batch_size"] > raw["corpus"]["train_tokens"]:

@@ -5,6 +5,14 @@ Layout (what ``sae_lens.SAE.load_from_disk`` reads): a folder with ``sae_weights
 ``cfg.json`` (``architecture``, ``d_in``, ``d_sae``, ``dtype``, ``device``, ``apply_b_dec_to_input``,
 ``normalize_activations``, ``reshape_activations``, ``metadata``, plus ``k`` for TopK).
 
+BatchTopK is saved as SAELens 6 saves it: architecture ``jumprelu``, with a fifth tensor
+``threshold [d_sae]`` (our global threshold repeated per latent) and no ``k`` in the config
+(SAELens' JumpReLU config has none); ``k`` travels in ``metadata.batchtopk_k`` beside
+``metadata.saeatlas_architecture = "batchtopk"``. The import maps every ``jumprelu`` folder to our
+``batchtopk`` model (JumpReLU is its inference form), with ``k`` from that metadata when present and
+``None`` (encode/decode only) for a foreign JumpReLU SAE. The threshold compares pre-activations,
+which the scale fold below leaves unchanged, so it is written as it is.
+
 The trainer works on activations multiplied by the store's scale ``s`` (E||x||² = d). The export
 folds ``s`` into the weights so the file maps *raw* residual vectors, as SAELens users expect:
 ``(s·x - b_dec) @ E^T = (x - b_dec/s) @ (s·E^T)`` and ``(a @ D + b_dec)/s = a @ (D/s) + b_dec/s``;
@@ -29,7 +37,7 @@ CONFIG_FILE = "cfg.json"
 SAE_LENS_FORMAT_VERSION = "6.54.12"  # the SAELens release whose layout this follows (tested against it)
 
 # our architecture name -> SAELens' (and back)
-_TO_SAELENS = {"topk": "topk", "relu": "standard"}
+_TO_SAELENS = {"topk": "topk", "relu": "standard", "batchtopk": "jumprelu"}
 _FROM_SAELENS = {v: k for k, v in _TO_SAELENS.items()}
 
 
@@ -43,6 +51,8 @@ def export_sae(sae: SAE, directory: Path, scale: float, metadata: dict[str, Any]
             "W_dec": (sae.decoder / scale).contiguous().cpu(),
             "b_dec": (sae.b_dec / scale).contiguous().cpu(),
         }
+        if sae.architecture == "batchtopk":
+            tensors["threshold"] = sae.threshold.detach().float().contiguous().cpu()
     cfg: dict[str, Any] = {
         "architecture": _TO_SAELENS[sae.architecture],
         "d_in": sae.d_in,
@@ -59,6 +69,10 @@ def export_sae(sae: SAE, directory: Path, scale: float, metadata: dict[str, Any]
     if sae.architecture == "topk":
         cfg["k"] = sae.k
         cfg["rescale_acts_by_decoder_norm"] = False
+    if sae.architecture == "batchtopk":
+        cfg["metadata"]["saeatlas_architecture"] = "batchtopk"
+        if sae.batch_k is not None:
+            cfg["metadata"]["batchtopk_k"] = sae.batch_k
     tmp = directory / (WEIGHTS_FILE + ".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(directory / WEIGHTS_FILE)
@@ -113,8 +127,10 @@ def load_sae(directory: str | Path, device: str | torch.device = "cpu") -> tuple
 
     The result maps raw activations (scale 1). Every problem is a StoreError naming the file and
     the field: ``architecture`` is required (a missing one must not silently turn a TopK SAE into
-    a ReLU one), as are ``d_in``, ``d_sae`` and, for TopK, ``k`` (1 <= k <= d_sae); architectures
-    other than TopK and standard (ReLU) and input normalisations other than ``none`` are refused.
+    a ReLU one), as are ``d_in``, ``d_sae`` and, for TopK, ``k`` (1 <= k <= d_sae); a JumpReLU
+    folder becomes a ``batchtopk`` model (see the module docstring; its ``metadata.batchtopk_k``, if
+    any, is checked like ``k``); other architectures and input normalisations other than ``none``
+    are refused.
     """
     directory = Path(directory)
     cfg_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
@@ -140,7 +156,16 @@ def load_sae(directory: str | Path, device: str | torch.device = "cpu") -> tuple
         options["k"] = _positive_int(cfg, "k", cfg_path)
         if options["k"] > d_sae:
             raise StoreError(f"{cfg_path}: k: {options['k']} is larger than d_sae {d_sae}")
+    if arch == "jumprelu":
+        metadata = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+        options["k"] = None
+        if "batchtopk_k" in metadata:
+            options["k"] = _positive_int(metadata, "batchtopk_k", cfg_path)
+            if options["k"] > d_sae:
+                raise StoreError(f"{cfg_path}: metadata.batchtopk_k: {options['k']} is larger than d_sae {d_sae}")
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    if arch == "jumprelu":
+        expected["threshold"] = (d_sae,)
     tensors = _read_tensors(weights_path, expected)
     sae = build(_FROM_SAELENS[arch], d_in, d_sae, **options)
     with torch.no_grad():
@@ -148,4 +173,7 @@ def load_sae(directory: str | Path, device: str | torch.device = "cpu") -> tuple
         sae.b_enc.copy_(tensors["b_enc"].float())
         sae.decoder.copy_(tensors["W_dec"].float())
         sae.b_dec.copy_(tensors["b_dec"].float())
+        if arch == "jumprelu":
+            sae.threshold.copy_(tensors["threshold"].float())
+            sae.threshold_updates.fill_(1)
     return sae.to(device).eval(), cfg

@@ -160,3 +160,77 @@ class SelectedPreacts(torch.autograd.Function):
                      if ctx.needs_input_grad[2] else None)
         g_b_enc = per_latent if ctx.needs_input_grad[3] else None
         return g_x, g_b_dec, g_encoder, g_b_enc, None, None
+
+
+# ------------------------------------------------------------------------------------------
+# Ragged codes: a variable number of latents per token (BatchTopK's training selection)
+# ------------------------------------------------------------------------------------------
+# ``rows [nnz]`` (sorted), ``cols [nnz]`` and ``crow [B + 1]`` (row r's entries are
+# ``crow[r]:crow[r+1]``): the CSR layout of the selection. A padded ``[B, max per token]`` layout
+# would do the work of the busiest token for every token (~5x k early in BatchTopK training).
+
+
+def ragged_bag_sum(weights: torch.Tensor, cols: torch.Tensor, crow: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``out[b] = Σ_{e in row b} weights[e] · table[cols[e]]``; an empty row gives 0."""
+    return F.embedding_bag(cols, table, crow, per_sample_weights=weights, mode="sum", include_last_offset=True)
+
+
+def ragged_gather_dot(u: torch.Tensor, table: torch.Tensor, cols: torch.Tensor, crow: torch.Tensor) -> torch.Tensor:
+    """``out[e] = <u[row(e)], table[cols[e]]>`` (``gather_dot`` on a ragged pattern)."""
+    pattern = torch.sparse_csr_tensor(crow, cols, u.new_zeros(cols.shape[0]), (u.shape[0], table.shape[0]),
+                                      check_invariants=False)
+    return torch.sparse.sampled_addmm(pattern, u, table.t(), beta=0.0).values()
+
+
+def ragged_scatter_outer(weights: torch.Tensor, u: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                         n_rows: int) -> torch.Tensor:
+    """``out[i] = Σ_{e: cols[e] = i} weights[e] · u[rows[e]]``, ``[n_rows, d]`` (as ``scatter_outer``)."""
+    order = torch.argsort(cols, stable=True)
+    counts = torch.bincount(cols, minlength=n_rows)
+    offsets = torch.zeros(n_rows, dtype=torch.int64, device=cols.device)
+    offsets[1:] = counts.cumsum(0)[:-1]
+    return F.embedding_bag(rows[order], u, offsets, per_sample_weights=weights[order], mode="sum")
+
+
+class RaggedDecode(torch.autograd.Function):
+    """``SparseDecode`` for a ragged code: ``x_hat[b] = Σ_{e in row b} values[e] · decoder[cols[e]]``."""
+
+    @staticmethod
+    def forward(ctx: Any, values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, crow: torch.Tensor,
+                decoder: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(values, rows, cols, crow, decoder)
+        return ragged_bag_sum(values, cols, crow, decoder)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        values, rows, cols, crow, decoder = ctx.saved_tensors
+        grad = grad.contiguous()
+        g_values = ragged_gather_dot(grad, decoder, cols, crow) if ctx.needs_input_grad[0] else None
+        g_decoder = (ragged_scatter_outer(values, grad, rows, cols, decoder.shape[0])
+                     if ctx.needs_input_grad[4] else None)
+        return g_values, None, None, None, g_decoder
+
+
+class RaggedSelectedPreacts(torch.autograd.Function):
+    """``SelectedPreacts`` for a ragged selection: returns ``pre_sel [nnz]`` (already computed by
+    the dense forward); the backward touches only the selected (token, latent) pairs."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, b_dec: torch.Tensor, encoder: torch.Tensor, b_enc: torch.Tensor,
+                rows: torch.Tensor, cols: torch.Tensor, crow: torch.Tensor, pre_sel: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, b_dec, encoder, rows, cols, crow)
+        ctx.n_latents = b_enc.shape[0]
+        return pre_sel.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, b_dec, encoder, rows, cols, crow = ctx.saved_tensors
+        grad = grad.contiguous()
+        per_latent = torch.zeros(ctx.n_latents, dtype=grad.dtype, device=grad.device)
+        per_latent.index_add_(0, cols, grad)
+        g_x = ragged_bag_sum(grad, cols, crow, encoder) if ctx.needs_input_grad[0] else None
+        g_b_dec = -(per_latent @ encoder) if ctx.needs_input_grad[1] else None
+        g_encoder = (ragged_scatter_outer(grad, x - b_dec, rows, cols, ctx.n_latents)
+                     if ctx.needs_input_grad[2] else None)
+        g_b_enc = per_latent if ctx.needs_input_grad[3] else None
+        return g_x, g_b_dec, g_encoder, g_b_enc, None, None, None, None

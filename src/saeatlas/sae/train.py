@@ -78,7 +78,7 @@ class TrainConfig:
         return self.lr * math.sqrt(self.lr_reference_size / self.n_latents)
 
     def sae_options(self) -> dict[str, Any]:
-        if self.architecture == "topk":
+        if self.architecture in ("topk", "batchtopk"):
             return {"k": self.k, "auxk_k": self.auxk_k, "auxk_alpha": self.auxk_alpha}
         if self.architecture == "relu":
             return {"l1_coefficient": self.l1_coefficient}
@@ -319,6 +319,7 @@ def train_sae(cfg: TrainConfig, source: BatchSource, device: str | torch.device 
                     group["lr"] = step_lr
                 dead = state.since_fired >= cfg.dead_after_tokens
                 out = training_step(sae, opt, x, dead, cfg.renormalise_decoder)
+                sae.after_step(out.code, state.step + 1, total)  # no-op but for BatchTopK's threshold
                 sums += _count_firing(state, out, x.shape[0], cfg.n_latents, device)
                 n_sum += 1
                 bar.update(1)
