@@ -45,8 +45,8 @@ study: $(VENV)/.installed
 
 ## The depth sweep (params/depth.yaml): galaxy and lobes at ten layers, then its table and figure.
 depth: $(VENV)/.installed
-	. $(VENV)/bin/activate && snakemake --cores $(CORES) $$(python -m saeatlas depth --targets \
-	  --params params/depth.yaml) --configfile params/depth.yaml && \
+	. $(VENV)/bin/activate && targets=$$(python -m saeatlas depth --targets --params params/depth.yaml) && \
+	  snakemake --cores $(CORES) $$targets --configfile params/depth.yaml && \
 	  python -m saeatlas depth --params params/depth.yaml --out results/depth
 
 ## Install with test extras and run the test suite.

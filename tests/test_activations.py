@@ -292,3 +292,15 @@ def test_killed_activation_stage_resumes_to_identical_bytes(prepared_project: Pa
     assert not (killed / "results/activations/smollm2-135m-instruct.partial").exists()
     store = ActivationStore.open(killed / store_rel / "train", verify=True)
     assert store.n_shards == 24
+
+
+def test_stores_of_layers_no_longer_listed_are_removed_at_publish(tmp_path: Path) -> None:
+    """DVC tracks the whole results/activations/<model> folder: a layer dropped from
+    model.layers (or left by another parameter set) must not stay in it as if this run made it."""
+    from saeatlas.stages.activations import _drop_unlisted
+
+    for name in ("layer3", "layer15", "layer27"):
+        (tmp_path / name / "eval").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("kept")
+    _drop_unlisted(tmp_path, [15])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layer15", "notes.txt"]

@@ -240,3 +240,25 @@ def test_bad_settings_and_inputs_are_refused_by_name() -> None:
     inputs.ordinary = inputs.ordinary[:10]
     with pytest.raises(ValueError, match="ordinary has 10 rows, tokens 64"):
         run(ProbingConfig(**CONFIG), inputs)
+
+
+def test_domain_tasks_keep_each_document_on_one_side_of_the_split() -> None:
+    """Contexts cut from one long document would let a probe recognise the document rather
+    than the domain: with document ids, the split groups contexts by their majority document."""
+    from dataclasses import replace
+
+    inputs = planted_inputs(spread=1)
+    n_ctx = len(inputs.tokens) // POSITIONS
+    docs = np.repeat(np.arange(n_ctx) // 4, POSITIONS)  # 4 consecutive contexts per document
+    domains = np.repeat((np.arange(n_ctx) // 4) % 2, POSITIONS)  # one domain per document
+    inputs = replace(inputs, doc_ids=docs, domains=domains)
+    config = ProbingConfig(**CONFIG)
+    tasks = [t for t in build_tasks(config, inputs) if isinstance(t, TaskSplit) and t.level == "context"]
+    assert tasks
+    for task in tasks:
+        train_docs, test_docs = set(task.train // 4), set(task.test // 4)
+        assert train_docs and test_docs and not train_docs & test_docs, task.name
+    # without document ids each context is its own group, and documents straddle the split
+    leaky = [t for t in build_tasks(config, replace(inputs, doc_ids=None)) if isinstance(t, TaskSplit)
+             and t.level == "context"]
+    assert any(set(t.train // 4) & set(t.test // 4) for t in leaky)

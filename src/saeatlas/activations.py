@@ -9,15 +9,16 @@ Layout of one store (one layer, one split)::
     doc_ids.npy          int32 [n_tokens]: the corpus document each row's token came from
     norms.npy            float32 [n_tokens]: ||x|| of each row (flags massive activations)
 
-The stage writes ``results/activations/<model>/layer<L>/{train,eval}/``. While it runs, the
-stores live in ``layer<L>.partial/``: each shard is written to a temporary file, fsync'd,
-renamed, and only then listed in the manifest (itself replaced atomically). A killed run
-therefore leaves only complete, listed shards; the next run checks the fingerprint (corpus
-checksum, model weights, layer, batch and shard sizes, dtypes), resumes after the last listed
-shard, and ends byte-identical to an uninterrupted run (same batches, same order, no
-timestamps). When both splits are complete the directory is renamed into place, so neither
-Snakemake nor DVC, which delete a stage's outputs before running it, can destroy the partial
-work.
+The stage writes ``results/activations/<model>/layer<L>/{train,eval,eval_neurons}/`` for every
+listed layer in one forward pass (``write_stores``). While it runs, the stores live in
+``results/activations/<model>.partial/layer<L>/``: each shard is written to a temporary file,
+fsync'd, renamed, and only then listed in the manifest (itself replaced atomically). A killed
+run therefore leaves only complete, listed shards; the next run checks each store's fingerprint
+(corpus checksum, model weights, layer, batch and shard sizes, dtypes), resumes at the first
+shard some store lacks, and ends byte-identical to an uninterrupted run (same batches, same
+order, no timestamps). When every split of every layer is complete the layer folders are
+renamed into place, so neither Snakemake nor DVC, which delete a stage's outputs before running
+it, can destroy the partial work.
 
 Activations are stored raw, with ``norms.npy`` (||x|| per row). The manifest's
 ``normalisation.scale`` = sqrt(d / E||x||^2), the expectation taken in float64 over the

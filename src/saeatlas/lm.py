@@ -168,11 +168,12 @@ def _find_blocks(model: Any) -> torch.nn.ModuleList:
     raise ModelError(f"cannot find the decoder blocks of {type(model).__name__}")
 
 
-# The MLP's output projection in the decoder-block families transformers ships: Llama/Mistral/
-# Qwen/SmolLM (mlp.down_proj), GPT-2 (mlp.c_proj), OPT/Phi (mlp.fc2 / fc2), GPT-NeoX
-# (mlp.dense_4h_to_h). Its input is the MLP's hidden activation: act(gate(x)) * up(x) in a gated
+# The MLP's output projection (a Linear) in the decoder-block families transformers ships:
+# Llama/Mistral/Qwen/SmolLM (mlp.down_proj), OPT/Phi (mlp.fc2 / fc2), GPT-NeoX
+# (mlp.dense_4h_to_h). GPT-2's mlp.c_proj is a Conv1D without ``in_features``: refused with the
+# message below. Its input is the MLP's hidden activation: act(gate(x)) * up(x) in a gated
 # MLP, act(fc(x)) in a plain one, i.e. the "neurons" a feature is compared with.
-_MLP_OUTPUT_PROJECTIONS = ("mlp.down_proj", "mlp.c_proj", "mlp.fc2", "fc2", "mlp.dense_4h_to_h")
+_MLP_OUTPUT_PROJECTIONS = ("mlp.down_proj", "mlp.fc2", "fc2", "mlp.dense_4h_to_h")
 
 
 def mlp_output_projection(block: torch.nn.Module) -> torch.nn.Linear:

@@ -6,7 +6,7 @@ Why a study-level section and not one more per-layer number: GoC's galaxy findin
 slope and the entropy rise to a middle layer and fall again), which no single layer shows. It is
 built from the per-layer metrics the galaxy and lobes stages already write, at one dictionary
 size (the largest of ``sae.sizes``) and one lobes k, so it costs nothing to compute. Depth is
-compared as relative depth (layer / number of blocks), because Gemma-2-2B has 26 blocks and
+compared as relative depth ((layer + 1) / number of blocks), because Gemma-2-2B has 26 blocks and
 SmolLM2-135M 30. The verdict on a middle-layer peak is read from the numbers with their
 intervals (``peak_verdict``): a peak counts only when the best interior layer's interval lies
 above both ends' intervals.
@@ -41,8 +41,14 @@ PUBLISHED_LAYERS = 26  # Gemma-2-2B's blocks, for GoC's relative depth
 
 def depth_rows(layers: Sequence[int], n_layers: int, size: int, lobes_k: int, where: Paths) -> list[dict[str, Any]]:
     """One row per layer: the galaxy metrics of dictionary ``size`` and the lobes AMI at ``lobes_k``."""
+    from saeatlas.errors import StoreError
+
     rows = []
     for layer in sorted(layers):
+        for file in (where("galaxy", "metrics", layer=layer), where("lobes", "metrics", layer=layer, size=size)):
+            if not Path(file).is_file():
+                raise StoreError(f"{file}: missing; build the galaxy and lobes stages of every layer first "
+                                 "(make depth, or snakemake with `python -m saeatlas depth --targets`)")
         galaxy = read_json(where("galaxy", "metrics", layer=layer))
         lobes = read_json(where("lobes", "metrics", layer=layer, size=size))
         row: dict[str, Any] = {"layer": layer, "relative_depth": (layer + 1) / n_layers}
@@ -74,7 +80,7 @@ def peak_verdict(rows: list[dict[str, Any]], value: str, low: str | None = None,
     bound = lambda r, key: r[key] if key and r[key] is not None else r[value]  # noqa: E731
     lo, ends = bound(interior, low), [bound(r, high) for r in (first, last)]
     peaks = lo > max(ends)
-    how = (f"interval from {lo:.3g}" if low else "one estimate, no interval")
+    how = (f"interval from {lo:.3g}" if low and interior[low] is not None else "one estimate, no interval")
     if peaks:
         verdict = (f"{value} peaks in the middle: {interior[value]:.3g} at layer {interior['layer']} ({how}) above "
                    f"layer {first['layer']} ({first[value]:.3g}) and layer {last['layer']} ({last[value]:.3g})")
@@ -170,9 +176,14 @@ def build(params: Any, out_dir: Path) -> Section:
     from saeatlas.adapters import model_dir, path
     from saeatlas.lm import MODEL_INFO
 
+    from saeatlas.errors import StoreError
+
     size = max(params.sae.sizes)
     lobes_k = min(params.section("lobes.k_values"), key=lambda k: (abs(k - 8), k))
-    n_layers = json.loads((model_dir(params) / MODEL_INFO).read_text())["n_layers"]
+    info = model_dir(params) / MODEL_INFO
+    if not info.is_file():
+        raise StoreError(f"{info}: missing; run the model stage first")
+    n_layers = json.loads(info.read_text())["n_layers"]
     where = lambda stage, output, **w: path(stage, output, params, **w)  # noqa: E731
     out_dir.mkdir(parents=True, exist_ok=True)
     return depth_section(depth_rows(params.model.layers, n_layers, size, lobes_k, where), out_dir, size, lobes_k)

@@ -67,6 +67,17 @@ def partial_dir(params: Params, layer: int) -> Path:
     return final.parent.with_name(final.parent.name + ".partial") / final.name
 
 
+def _drop_unlisted(root: Path, layers: list[int]) -> None:
+    """Remove stores of layers ``model.layers`` no longer lists (and publish leftovers): DVC
+    tracks the whole folder, so a stale layer (another corpus, another run) must not be
+    recorded as this run's output."""
+    listed = {f"layer{layer}" for layer in layers}
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and entry.name.startswith("layer") and entry.name not in listed:
+            log.warning("%s: layer not in model.layers %s; removed", entry, layers)
+            shutil.rmtree(entry)
+
+
 def run(params: Params, device: str = "auto") -> dict[str, Any]:
     import torch
 
@@ -110,6 +121,7 @@ def run(params: Params, device: str = "auto") -> dict[str, Any]:
                 ActivationStore.open(final / split)  # re-read what was published: manifests and files agree
         # every listed layer is published; what is left is a killed run's layer that is no longer listed
         shutil.rmtree(partial_dir(params, layers[0]).parent, ignore_errors=True)
+        _drop_unlisted(path("activations", "store", params, layer=layers[0]).parent, layers)
         write_metrics(path("activations", "metrics", params), metrics)
         job.log_metrics({**metrics, "seconds": seconds, "tokens_per_second": tokens / max(seconds, 1e-9)})
     return metrics

@@ -45,6 +45,9 @@ class ProbingInputs:
     # sorted row ids -> their residual rows [len, d], float32, normalised by the store scale
     take: Callable[[np.ndarray], np.ndarray]
     codes: Mapping[int, Any]  # size -> code store: ``indices``, ``values`` [N, width], ``n_latents``
+    # [N] corpus document of each row: a domain task splits contexts by their majority document,
+    # so that contexts cut from one long document (a play, a module) never sit on both sides
+    doc_ids: np.ndarray | None = None
 
     def validate(self) -> int:
         """Check lengths against each other; return N."""
@@ -97,9 +100,11 @@ def build_tasks(config: ProbingConfig, inputs: ProbingInputs) -> list[TaskSplit 
     ctx = context_domains(inputs.domains, ordinary, inputs.positions_per_context, len(inputs.domain_names),
                           config.context_purity)
     eligible = np.flatnonzero(ctx >= 0)
+    groups = eligible if inputs.doc_ids is None else context_documents(inputs.doc_ids, ordinary,
+                                                                       inputs.positions_per_context)[eligible]
     for g, name in enumerate(inputs.domain_names):
         y = (ctx[eligible] == g).astype(np.int8)
-        out.append(balanced_split(f"domain_{name}", "context", eligible, y, eligible, config.contexts_per_class,
+        out.append(balanced_split(f"domain_{name}", "context", eligible, y, groups, config.contexts_per_class,
                                   config.train_fraction, config.min_examples_per_class,
                                   stream(config.seed, SPLIT, len(out))))
     tokens = np.asarray(inputs.tokens)
@@ -110,6 +115,19 @@ def build_tasks(config: ProbingConfig, inputs: ProbingInputs) -> list[TaskSplit 
         out.append(balanced_split(name, "token", units, lab[units], groups, config.tokens_per_class,
                                   config.train_fraction, config.min_examples_per_class,
                                   stream(config.seed, SPLIT, len(out))))
+    return out
+
+
+def context_documents(doc_ids: np.ndarray, ordinary: np.ndarray, positions: int) -> np.ndarray:
+    """Each context's majority document among its ordinary rows (-1 when it has none)."""
+    n_ctx = len(doc_ids) // positions
+    docs = np.asarray(doc_ids[:n_ctx * positions]).reshape(n_ctx, positions)
+    keep = np.asarray(ordinary[:n_ctx * positions], dtype=bool).reshape(n_ctx, positions)
+    out = np.full(n_ctx, -1, dtype=np.int64)
+    for c in range(n_ctx):
+        values, counts = np.unique(docs[c][keep[c]], return_counts=True)
+        if len(values):
+            out[c] = values[np.argmax(counts)]
     return out
 
 

@@ -29,7 +29,7 @@ def inputs(params: Params, layer: int, codes: Mapping[int, Any]) -> Any:
     return ProbingInputs(layer=layer, sizes=tuple(sorted(codes)), tokens=tokens, domains=np.asarray(domains),
                          domain_names=tuple(names), ordinary=np.asarray(store.ordinary_mask()),
                          positions_per_context=int(store.manifest["positions_per_context"]), strings=strings,
-                         take=store.take, codes=codes)
+                         take=store.take, codes=codes, doc_ids=np.asarray(store.doc_ids()))
 
 
 def run(params: Params, layer: int) -> dict[str, float]:
