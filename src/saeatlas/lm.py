@@ -148,11 +148,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 
 class _StopForward(Exception):
-    """Raised by the hook on block L once its output exists: nothing above L is computed."""
-
-    def __init__(self, output: torch.Tensor):
-        super().__init__()
-        self.output = output
+    """Raised by the hook on the deepest block asked for once its output exists: nothing above
+    it is computed (``capture`` has already kept what it reads)."""
 
 
 def _block_output(output: Any) -> torch.Tensor:
@@ -239,7 +236,7 @@ class LanguageModel:
             def hook(_module: Any, _inputs: Any, output: Any) -> None:
                 out[("resid", layer)] = _block_output(output)
                 if layer == last:
-                    raise _StopForward(out[("resid", layer)])
+                    raise _StopForward
             return hook
 
         def keep_neurons(layer: int) -> Callable[..., None]:

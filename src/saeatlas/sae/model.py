@@ -179,13 +179,18 @@ class TopKSAE(SAE):
         The dense pre-activations live in a buffer reused across steps: nothing returned aliases it
         (``_select`` gathers values and indices into new tensors)."""
         code, pre = self.encode_with_preacts(x, self._scratch(x))
-        err = x - self.decode(code)
+        return self._with_auxk(x, pre, code, x - self.decode(code), dead)
+
+    def _with_auxk(self, x: torch.Tensor, pre: torch.Tensor, code: SparseCode, err: torch.Tensor,
+                   dead: torch.Tensor | None) -> Losses:
+        """FVU of ``err`` plus the AuxK term: the top ``auxk_k`` dead latents (by ``pre``, which
+        is overwritten: not needed afterwards) reconstruct the detached residual error."""
         fvu = batch_fvu(x, err)
         loss, aux = fvu, torch.zeros((), device=x.device)
         if dead is not None and self.auxk_alpha > 0:
             n_dead = int(dead.sum())
             if n_dead:
-                masked = pre.masked_fill_(~dead, float("-inf"))  # pre is not needed afterwards
+                masked = pre.masked_fill_(~dead, float("-inf"))
                 aux_code = self._select(x, masked, min(self.auxk_k, n_dead))
                 e = err.detach()
                 e_hat = SparseDecode.apply(aux_code.values, aux_code.indices, self.decoder)
@@ -388,19 +393,7 @@ class BatchTopKSAE(TopKSAE):
                              "it can encode and decode but not train")
         pre = self.preacts(x, self._scratch(x))
         code, x_hat = self._batch_select(x, pre)
-        err = x - x_hat
-        fvu = batch_fvu(x, err)
-        loss, aux = fvu, torch.zeros((), device=x.device)
-        if dead is not None and self.auxk_alpha > 0:
-            n_dead = int(dead.sum())
-            if n_dead:
-                masked = pre.masked_fill_(~dead, float("-inf"))
-                aux_code = self._select(x, masked, min(self.auxk_k, n_dead))
-                e = err.detach()
-                e_hat = SparseDecode.apply(aux_code.values, aux_code.indices, self.decoder)
-                aux = batch_fvu(e, e - e_hat)
-                loss = loss + self.auxk_alpha * aux
-        return Losses(loss, fvu.detach(), aux.detach(), code)
+        return self._with_auxk(x, pre, code, x - x_hat, dead)
 
     def reference_loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> Losses:
         """The same objective with plain dense autograd (no threshold update): the test oracle."""
