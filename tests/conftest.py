@@ -89,7 +89,7 @@ def prepared_project(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) 
     (proj / "params.yaml").write_text(text)
     dest = proj / "results" / "models" / model_dir.name
     dest.parent.mkdir(parents=True)
-    shutil.copytree(model_dir, dest)
+    copy_tree(model_dir, dest)
     run_cli(["corpus", "--params", "params.yaml"], proj)
     return proj
 
@@ -123,7 +123,30 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return proj
 
 
+def _is_immutable(path: str) -> bool:
+    """Files no test changes in place: the converted model's weights and DVC's content-addressed
+    cache. Copies share them by hard link, so each clone of a study costs megabytes, not the
+    half gigabyte of the model (a CI run once filled the disk with such copies)."""
+    parts = Path(path).parts
+    return ("models" in parts and "results" in parts) or (".dvc" in parts and "cache" in parts)
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    if _is_immutable(src):
+        try:
+            os.link(src, dst)
+            return dst
+        except OSError:  # another filesystem, or links not allowed: fall back to a copy
+            pass
+    return shutil.copy2(src, dst)
+
+
+def copy_tree(src: Path, dest: Path, **kwargs) -> Path:
+    """``shutil.copytree`` that shares the immutable large files (``_is_immutable``) by hard link."""
+    shutil.copytree(src, dest, symlinks=True, copy_function=_link_or_copy, **kwargs)
+    return dest
+
+
 def clone_study(study: Path, dest: Path) -> Path:
     """A private copy of a built study (work tree, results, git and DVC state), to change."""
-    shutil.copytree(study, dest, symlinks=True)
-    return dest
+    return copy_tree(study, dest)

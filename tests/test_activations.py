@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 from saeatlas.activations import ActivationStore, StoreWriter, FORMAT, shard_name
 from saeatlas.errors import StoreError
 
-from conftest import run_cli
+from conftest import copy_tree, run_cli
 
 D = 8
 
@@ -253,8 +252,7 @@ def small_shards(proj: Path) -> Path:
 
 
 def clone(prepared: Path, dest: Path) -> Path:
-    shutil.copytree(prepared, dest, symlinks=True)
-    return small_shards(dest)
+    return small_shards(copy_tree(prepared, dest))
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

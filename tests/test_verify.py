@@ -14,7 +14,7 @@ import pytest
 from saeatlas.artifacts import write_json_atomic, write_metrics
 from saeatlas.errors import OutputError
 
-from conftest import run_cli
+from conftest import copy_tree, run_cli
 
 MODEL = "smollm2-135m-instruct"
 STORE = Path(f"results/activations/{MODEL}/layer15")
@@ -26,7 +26,7 @@ def study(smoke_study: Path, tmp_path: Path) -> Path:
     proj = tmp_path / "study"
     proj.mkdir()
     shutil.copy2(smoke_study / "params.yaml", proj / "params.yaml")
-    shutil.copytree(smoke_study / "results", proj / "results", ignore=shutil.ignore_patterns("mlflow.db"))
+    copy_tree(smoke_study / "results", proj / "results", ignore=shutil.ignore_patterns("mlflow.db"))
     text = (proj / "params.yaml").read_text().replace("enabled: true", "enabled: false")
     (proj / "params.yaml").write_text(text)
     return proj
