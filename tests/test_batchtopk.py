@@ -1,5 +1,6 @@
 """BatchTopK: the batch-wide selection in training, the learned JumpReLU threshold at inference,
-the SAELens JumpReLU export and import, the config key, and the planted dictionary against TopK.
+the SAELens JumpReLU export and import, the config key. (The planted dictionary against TopK
+is ``test_architectures.py``'s.)
 (SAELens itself loading the export is in ``test_sae_io.py``; kill-and-resume in ``test_sae.py``.)"""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from saeatlas.sae.model import build
 from saeatlas.sae.train import TensorSource, TrainConfig, make_optimizer, train_sae, training_step
 
 from conftest import REPO
-from test_sae import PLANTED_CFG, planted, recovery
+from test_sae import PLANTED_CFG, planted
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +28,11 @@ def planted_data() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def trained(planted_data) -> dict[str, torch.nn.Module]:
-    """TopK and BatchTopK trained on the same planted tokens with the same settings (equal token
-    budget), and a BatchTopK a quarter of the right size (the control that must fail)."""
+    """A BatchTopK trained briefly on the planted tokens (its threshold and export are tested
+    here; how well each architecture recovers the atoms is ``test_architectures.py``'s)."""
     _, x = planted_data
-    out = {}
-    for name, arch, n in (("topk", "topk", 128), ("batchtopk", "batchtopk", 128), ("small", "batchtopk", 32)):
-        cfg = TrainConfig(architecture=arch, n_latents=n, **PLANTED_CFG)
-        out[name] = train_sae(cfg, TensorSource(x), progress=False).sae.eval()
-    return out
+    cfg = TrainConfig(architecture="batchtopk", n_latents=128, **PLANTED_CFG)
+    return {"batchtopk": train_sae(cfg, TensorSource(x), progress=False).sae.eval()}
 
 
 @pytest.mark.parametrize("apply_b_dec", [True, False])
@@ -96,17 +94,6 @@ def test_inference_threshold_gives_mean_l0_close_to_k(planted_data, trained) -> 
     # the code is z·1[z > θ]: exactly the dense JumpReLU of the pre-activations
     pre = (x - sae.b_dec) @ sae.encoder.t() + sae.b_enc
     torch.testing.assert_close(code.dense(128), pre * (pre > sae.threshold), rtol=1e-5, atol=1e-5)
-
-
-def test_planted_dictionary_batchtopk_recovers_atoms_as_well_as_topk(planted_data, trained) -> None:
-    """(d) At an equal token budget BatchTopK's mean max cosine to the planted atoms is within 0.01
-    of TopK's (measured: 0.986 vs 0.992) and above 0.95; a dictionary a quarter of the size falls
-    far below, so the comparison can fail."""
-    atoms, _ = planted_data
-    mmcs = {name: recovery(atoms, sae.decoder.detach()) for name, sae in trained.items()}
-    assert mmcs["batchtopk"] >= mmcs["topk"] - 0.01, mmcs
-    assert mmcs["batchtopk"] >= 0.95, mmcs
-    assert mmcs["small"] < mmcs["topk"] - 0.1, mmcs
 
 
 def test_export_and_import_round_trip_exactly(planted_data, trained, tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ def real_activations(lm, tokenizer) -> tuple[torch.Tensor, float]:
     return x, float((x.shape[1] / x.pow(2).sum(1).mean()) ** 0.5)
 
 
-@pytest.mark.parametrize("architecture", ["topk", "relu", "batchtopk"])
+@pytest.mark.parametrize("architecture", ["topk", "relu", "batchtopk", "matryoshka"])
 def test_sae_lens_loads_the_export_and_agrees(real_activations, tmp_path: Path, architecture: str) -> None:
     sae_lens = pytest.importorskip("sae_lens")
     x, scale = real_activations
@@ -39,7 +39,8 @@ def test_sae_lens_loads_the_export_and_agrees(real_activations, tmp_path: Path, 
     export_sae(ours, tmp_path, scale, {"model_name": "smollm2-135m-instruct",
                                        "hook_name": "blocks.15.hook_resid_post", "context_size": 128})
     saved = json.loads((tmp_path / "cfg.json").read_text())
-    assert saved["architecture"] == {"topk": "topk", "relu": "standard", "batchtopk": "jumprelu"}[architecture]
+    assert saved["architecture"] == {"topk": "topk", "relu": "standard", "batchtopk": "jumprelu",
+                                     "matryoshka": "jumprelu"}[architecture]
     assert saved["metadata"]["hook_name"] == "blocks.15.hook_resid_post"
 
     theirs = sae_lens.SAE.load_from_disk(str(tmp_path), device="cpu")
@@ -55,7 +56,7 @@ def test_sae_lens_loads_the_export_and_agrees(real_activations, tmp_path: Path, 
     # FVU on these (real) eval activations: SAELens' reconstruction scores what ours scores.
     fvu = lambda recon: float((x - recon).pow(2).sum() / (x - x.mean(0)).pow(2).sum())  # noqa: E731
     assert fvu(recon_theirs) == pytest.approx(fvu(recon_ours), rel=1e-4, abs=1e-6)
-    if architecture == "batchtopk":  # SAELens reads it as its JumpReLU, with our threshold
+    if architecture in ("batchtopk", "matryoshka"):  # SAELens reads it as its JumpReLU, with our threshold
         assert type(theirs).__name__ == "JumpReLUSAE"
         torch.testing.assert_close(theirs.threshold.detach(), ours.threshold)
 
@@ -63,6 +64,9 @@ def test_sae_lens_loads_the_export_and_agrees(real_activations, tmp_path: Path, 
     imported, _ = load_sae(tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(imported(x), recon_ours, rtol=1e-4, atol=1e-3 * float(x.abs().mean()))
+    assert imported.architecture == architecture
+    if architecture == "matryoshka":  # 1/16 .. 1/2 of 256, read back from the metadata
+        assert saved["metadata"]["matryoshka_prefixes"] == [16, 32, 64, 128] == list(imported.prefixes)
 
 
 def test_importer_refuses_what_it_cannot_represent(tmp_path: Path) -> None:
@@ -78,6 +82,16 @@ def test_importer_refuses_what_it_cannot_represent(tmp_path: Path) -> None:
     (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "normalize_activations": "layer_norm"}))
     with pytest.raises(StoreError, match="normalize_activations: 'layer_norm'"):
         load_sae(tmp_path)
+
+    # a Matryoshka export whose prefixes were damaged: named, not guessed
+    export_sae(build("matryoshka", 8, 64, k=4, prefixes=[8, 16]), tmp_path, 1.0, {})
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    assert load_sae(tmp_path)[0].prefixes == (8, 16)
+    for bad in ([16, 8], [0, 8], [8, 64], "8,16", None):
+        cfg["metadata"]["matryoshka_prefixes"] = bad
+        (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+        with pytest.raises(StoreError, match="metadata.matryoshka_prefixes: must be a strictly increasing"):
+            load_sae(tmp_path)
 
 
 def _without(cfg: dict, key: str) -> dict:

@@ -112,6 +112,7 @@ class SAEParams:
     auxk_alpha: float
     dead_after_tokens: int
     l1_coefficient: float
+    matryoshka_fractions: tuple[float, ...]
     b_dec_init: str
     checkpoint_every: int
     exclude_outliers: bool
@@ -309,7 +310,14 @@ def _semantic_errors(raw: Mapping[str, Any]) -> list[str]:
     k = raw["sae"]["k"]
     if sizes and k >= min(sizes):
         errs.append(f"sae.k: must be smaller than the smallest dictionary size {min(sizes)}, got {k}")
-    if sizes and raw["sae"]["architecture"] in ("topk", "batchtopk") and raw["sae"]["auxk_k"] > min(sizes):
+    if raw["sae"]["architecture"] == "matryoshka":
+        for n in sizes:
+            try:
+                matryoshka_prefixes(raw["sae"]["matryoshka_fractions"], n)
+            except ValueError as exc:
+                errs.append(f"sae.matryoshka_fractions: {exc}")
+                break
+    if sizes and raw["sae"]["architecture"] in ("topk", "batchtopk", "matryoshka") and raw["sae"]["auxk_k"] > min(sizes):
         errs.append(f"sae.auxk_k: must be at most the smallest dictionary size {min(sizes)} (AuxK picks "
                     f"that many dead latents), got {raw['sae']['auxk_k']}")
     if raw["sae"]["batch_size"] > raw["corpus"]["train_tokens"]:
@@ -320,6 +328,17 @@ def _semantic_errors(raw: Mapping[str, Any]) -> list[str]:
         errs.append(f"evaluate.ce_contexts: the evaluation split has only {n_eval} contexts "
                     f"(corpus.eval_tokens / corpus.context_length), got {raw['evaluate']['ce_contexts']}")
     return errs
+
+
+def matryoshka_prefixes(fractions: Any, n_latents: int) -> list[int]:
+    """The inner prefix ends of a Matryoshka SAE of ``n_latents``: each fraction of ``n``, rounded
+    to whole latents. Raises ValueError (naming ``n``) when rounding merges two prefixes or leaves
+    one empty or whole, since a prefix the loss counts twice is not what the user asked for."""
+    ends = [round(float(f) * n_latents) for f in fractions]
+    if any(not 0 < m < n_latents for m in ends) or ends != sorted(set(ends)):
+        raise ValueError(f"at n={n_latents} the fractions {list(fractions)} give prefix ends {ends}; "
+                         f"they must be strictly increasing, each in 1..{n_latents - 1}")
+    return ends
 
 
 def validate(raw: Any, origin: str = "params") -> dict[str, Any]:
@@ -372,6 +391,7 @@ def from_mapping(raw: Any, origin: str = "params") -> Params:
     model["layers"] = tuple(model["layers"])
     sae = dict(data["sae"])
     sae["sizes"] = tuple(sae["sizes"])
+    sae["matryoshka_fractions"] = tuple(float(f) for f in sae["matryoshka_fractions"])
     for key in ("lr", "decay_fraction", "auxk_alpha", "l1_coefficient"):
         sae[key] = float(sae[key])
     evaluate = dict(data["evaluate"])

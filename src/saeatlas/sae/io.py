@@ -10,7 +10,10 @@ BatchTopK is saved as SAELens 6 saves it: architecture ``jumprelu``, with a fift
 (SAELens' JumpReLU config has none); ``k`` travels in ``metadata.batchtopk_k`` beside
 ``metadata.saeatlas_architecture = "batchtopk"``. The import maps every ``jumprelu`` folder to our
 ``batchtopk`` model (JumpReLU is its inference form), with ``k`` from that metadata when present and
-``None`` (encode/decode only) for a foreign JumpReLU SAE. The threshold compares pre-activations,
+``None`` (encode/decode only) for a foreign JumpReLU SAE. Matryoshka is saved the same way (its
+inference form is BatchTopK's JumpReLU; SAELens 6 saves its Matryoshka BatchTopK SAEs as
+``jumprelu`` too), with ``metadata.saeatlas_architecture = "matryoshka"`` and the inner prefix ends in
+``metadata.matryoshka_prefixes``, which the import reads back (checked) into a ``matryoshka`` model. The threshold compares pre-activations,
 which the scale fold below leaves unchanged, so it is written as it is.
 
 The trainer works on activations multiplied by the store's scale ``s`` (E||x||² = d). The export
@@ -37,8 +40,9 @@ CONFIG_FILE = "cfg.json"
 SAE_LENS_FORMAT_VERSION = "6.54.12"  # the SAELens release whose layout this follows (tested against it)
 
 # our architecture name -> SAELens' (and back)
-_TO_SAELENS = {"topk": "topk", "relu": "standard", "batchtopk": "jumprelu"}
-_FROM_SAELENS = {v: k for k, v in _TO_SAELENS.items()}
+_TO_SAELENS = {"topk": "topk", "relu": "standard", "batchtopk": "jumprelu", "matryoshka": "jumprelu"}
+_FROM_SAELENS = {"topk": "topk", "standard": "relu", "jumprelu": "batchtopk"}
+_JUMPRELU = ("batchtopk", "matryoshka")  # trained with a batch-wide top k, saved with thresholds
 
 
 def export_sae(sae: SAE, directory: Path, scale: float, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +55,7 @@ def export_sae(sae: SAE, directory: Path, scale: float, metadata: dict[str, Any]
             "W_dec": (sae.decoder / scale).contiguous().cpu(),
             "b_dec": (sae.b_dec / scale).contiguous().cpu(),
         }
-        if sae.architecture == "batchtopk":
+        if sae.architecture in _JUMPRELU:
             tensors["threshold"] = sae.threshold.detach().float().contiguous().cpu()
     cfg: dict[str, Any] = {
         "architecture": _TO_SAELENS[sae.architecture],
@@ -69,10 +73,12 @@ def export_sae(sae: SAE, directory: Path, scale: float, metadata: dict[str, Any]
     if sae.architecture == "topk":
         cfg["k"] = sae.k
         cfg["rescale_acts_by_decoder_norm"] = False
-    if sae.architecture == "batchtopk":
-        cfg["metadata"]["saeatlas_architecture"] = "batchtopk"
+    if sae.architecture in _JUMPRELU:
+        cfg["metadata"]["saeatlas_architecture"] = sae.architecture
         if sae.batch_k is not None:
             cfg["metadata"]["batchtopk_k"] = sae.batch_k
+    if sae.architecture == "matryoshka":
+        cfg["metadata"]["matryoshka_prefixes"] = list(sae.prefixes)
     tmp = directory / (WEIGHTS_FILE + ".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(directory / WEIGHTS_FILE)
@@ -97,6 +103,15 @@ def _positive_int(cfg: dict[str, Any], key: str, path: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise StoreError(f"{path}: {key}: must be a positive integer, got {value!r}")
     return value
+
+
+def _matryoshka_prefixes(metadata: dict[str, Any], d_sae: int, path: Path) -> list[int]:
+    prefixes = metadata.get("matryoshka_prefixes")
+    if (not isinstance(prefixes, list) or any(isinstance(m, bool) or not isinstance(m, int) for m in prefixes)
+            or any(not 0 < m < d_sae for m in prefixes) or prefixes != sorted(set(prefixes))):
+        raise StoreError(f"{path}: metadata.matryoshka_prefixes: must be a strictly increasing list of "
+                         f"integers in 1..{d_sae - 1}, got {prefixes!r}")
+    return prefixes
 
 
 def _read_tensors(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
@@ -128,7 +143,7 @@ def load_sae(directory: str | Path, device: str | torch.device = "cpu") -> tuple
     The result maps raw activations (scale 1). Every problem is a StoreError naming the file and
     the field: ``architecture`` is required (a missing one must not silently turn a TopK SAE into
     a ReLU one), as are ``d_in``, ``d_sae`` and, for TopK, ``k`` (1 <= k <= d_sae); a JumpReLU
-    folder becomes a ``batchtopk`` model (see the module docstring; its ``metadata.batchtopk_k``, if
+    folder becomes a ``batchtopk`` model, or a ``matryoshka`` one when its metadata says so (see the module docstring; its ``metadata.batchtopk_k``, if
     any, is checked like ``k``); other architectures and input normalisations other than ``none``
     are refused.
     """
@@ -156,6 +171,7 @@ def load_sae(directory: str | Path, device: str | torch.device = "cpu") -> tuple
         options["k"] = _positive_int(cfg, "k", cfg_path)
         if options["k"] > d_sae:
             raise StoreError(f"{cfg_path}: k: {options['k']} is larger than d_sae {d_sae}")
+    ours = _FROM_SAELENS[arch]
     if arch == "jumprelu":
         metadata = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
         options["k"] = None
@@ -163,11 +179,14 @@ def load_sae(directory: str | Path, device: str | torch.device = "cpu") -> tuple
             options["k"] = _positive_int(metadata, "batchtopk_k", cfg_path)
             if options["k"] > d_sae:
                 raise StoreError(f"{cfg_path}: metadata.batchtopk_k: {options['k']} is larger than d_sae {d_sae}")
+        if metadata.get("saeatlas_architecture") == "matryoshka":
+            ours = "matryoshka"
+            options["prefixes"] = _matryoshka_prefixes(metadata, d_sae, cfg_path)
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     if arch == "jumprelu":
         expected["threshold"] = (d_sae,)
     tensors = _read_tensors(weights_path, expected)
-    sae = build(_FROM_SAELENS[arch], d_in, d_sae, **options)
+    sae = build(ours, d_in, d_sae, **options)
     with torch.no_grad():
         sae.encoder.copy_(tensors["W_enc"].t().float())
         sae.b_enc.copy_(tensors["b_enc"].float())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,41 @@ class Losses:
 def batch_fvu(x: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
     """Fraction of variance unexplained on a batch, centred on the batch mean."""
     return err.pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+
+
+def ragged_offsets(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """CSR row offsets ``[n_rows + 1]`` of entries sorted by ``rows``."""
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
+    crow[1:] = torch.bincount(rows, minlength=n_rows).cumsum(0)
+    return crow
+
+
+@dataclass
+class RaggedCode:
+    """A batch's code with a variable number of active latents per token (BatchTopK's training
+    code): entries sorted by token, ``crow`` their CSR offsets, ``values`` with gradients."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    crow: torch.Tensor
+    values: torch.Tensor
+
+    def subset(self, keep: torch.Tensor) -> "RaggedCode":
+        """The entries where ``keep`` holds (still sorted by token; gradients flow through)."""
+        rows = self.rows[keep]
+        return RaggedCode(rows, self.cols[keep], ragged_offsets(rows, self.crow.shape[0] - 1), self.values[keep])
+
+    @torch.no_grad()
+    def per_token(self, n_rows: int) -> SparseCode:
+        """Detached, as ``[B, m]`` (``m`` = the most any token got; unused slots hold latent 0 with
+        value 0): what the trainer's firing counts, L0 and the threshold read."""
+        slot = torch.arange(self.rows.shape[0], device=self.rows.device) - self.crow[self.rows]
+        width = max(int((self.crow[1:] - self.crow[:-1]).max()), 1) if n_rows else 1
+        indices = torch.zeros(n_rows, width, dtype=torch.int64, device=self.rows.device)
+        values = torch.zeros(n_rows, width, dtype=self.values.dtype, device=self.rows.device)
+        indices[self.rows, slot] = self.cols
+        values[self.rows, slot] = self.values.detach()
+        return SparseCode(values, indices)
 
 
 class SAE(nn.Module):
@@ -336,32 +371,30 @@ class BatchTopKSAE(TopKSAE):
         selected = SelectedPreacts.apply(x, shift, self.encoder, self.b_enc, indices, values)
         return SparseCode(selected * (values > 0), indices), pre
 
-    def _batch_select(self, x: torch.Tensor, pre: torch.Tensor) -> tuple[SparseCode, torch.Tensor]:
-        """The training code: the ``k·B`` largest entries of the whole batch. Returns the
-        reconstruction ``x_hat`` (with gradients, through the ragged kernels: each token costs what
-        it uses) and, detached, the code laid out per token as ``[B, m]`` (``m`` = the most any
-        token got; unused slots hold latent 0 with value 0) for the trainer's firing counts, L0
-        and threshold. A negative pick is ReLU'd to 0: it decodes to nothing and, through ReLU's
-        zero slope at 0, gets no gradient."""
+    def _batch_pick(self, x: torch.Tensor, pre: torch.Tensor) -> "RaggedCode":
+        """The training code: the ``k·B`` largest entries of the whole batch, as a ragged code
+        sorted by token, its values carrying gradients (through ``RaggedSelectedPreacts``: each
+        token costs what it uses). A negative pick is ReLU'd to 0: it decodes to nothing and,
+        through ReLU's zero slope at 0, gets no gradient."""
         b, n = pre.shape
         budget = min(int(self.batch_k) * b, b * n)
         rows, cols, flat_values = batch_topk(pre, budget, int(self.batch_k))
         order = torch.argsort(rows, stable=True)
         rows, cols, flat_values = rows[order], cols[order], flat_values[order].clamp_min(0)
-        counts = torch.bincount(rows, minlength=b)
-        crow = torch.zeros(b + 1, dtype=torch.int64, device=pre.device)
-        crow[1:] = counts.cumsum(0)
+        crow = ragged_offsets(rows, b)
         shift = self.b_dec if self.apply_b_dec_to_input else torch.zeros_like(self.b_dec)
         acts = F.relu(RaggedSelectedPreacts.apply(x, shift, self.encoder, self.b_enc, rows, cols, crow, flat_values))
-        x_hat = RaggedDecode.apply(acts, rows, cols, crow, self.decoder) + self.b_dec
-        with torch.no_grad():
-            slot = torch.arange(budget, device=pre.device) - crow[rows]
-            width = max(int(counts.max()), 1)
-            indices = torch.zeros(b, width, dtype=torch.int64, device=pre.device)
-            values = torch.zeros(b, width, dtype=acts.dtype, device=pre.device)
-            indices[rows, slot] = cols
-            values[rows, slot] = acts.detach()
-        return SparseCode(values, indices), x_hat
+        return RaggedCode(rows, cols, crow, acts)
+
+    def _decode_ragged(self, code: "RaggedCode") -> torch.Tensor:
+        """``Σ_active a_i · decoder[i]`` per token (no ``b_dec``), with gradients."""
+        return RaggedDecode.apply(code.values, code.rows, code.cols, code.crow, self.decoder)
+
+    def _batch_select(self, x: torch.Tensor, pre: torch.Tensor) -> tuple[SparseCode, torch.Tensor]:
+        """The training code laid out per token (detached) and the reconstruction ``x_hat``
+        (with gradients)."""
+        code = self._batch_pick(x, pre)
+        return code.per_token(x.shape[0]), self._decode_ragged(code) + self.b_dec
 
     @torch.no_grad()
     def after_step(self, code: SparseCode, step: int, total: int) -> None:
@@ -395,13 +428,17 @@ class BatchTopKSAE(TopKSAE):
         code, x_hat = self._batch_select(x, pre)
         return self._with_auxk(x, pre, code, x - x_hat, dead)
 
-    def reference_loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> Losses:
-        """The same objective with plain dense autograd (no threshold update): the test oracle."""
+    def _dense_batch_acts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense ``(pre, acts)`` with the batch-wide top ``k·B`` kept: the oracles' code."""
         pre = (x - self.b_dec if self.apply_b_dec_to_input else x) @ self.encoder.t() + self.b_enc
         flat = pre.detach().reshape(-1).topk(min(int(self.batch_k) * x.shape[0], pre.numel()), sorted=False).indices
         mask = torch.zeros(pre.numel(), dtype=torch.bool, device=pre.device)
         mask[flat] = True
-        acts = F.relu(pre) * mask.view_as(pre)
+        return pre, F.relu(pre) * mask.view_as(pre)
+
+    def reference_loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> Losses:
+        """The same objective with plain dense autograd (no threshold update): the test oracle."""
+        pre, acts = self._dense_batch_acts(x)
         err = x - (acts @ self.decoder + self.b_dec)
         fvu = batch_fvu(x, err)
         loss, aux = fvu, torch.zeros((), device=x.device)
@@ -416,3 +453,66 @@ class BatchTopKSAE(TopKSAE):
         width = max(int((nz > 0).sum(1).max()), 1)
         values, indices = nz.topk(width, dim=1, sorted=False)
         return Losses(loss, fvu.detach(), aux.detach(), SparseCode(values, indices))
+
+
+@register("matryoshka")
+class MatryoshkaSAE(BatchTopKSAE):
+    """Matryoshka BatchTopK SAE (Bussmann, Nabeshima, Karvonen & Nanda 2025): BatchTopK whose
+    dictionary is read as nested prefixes, latents ``[0, m_1) ⊂ [0, m_2) ⊂ ... ⊂ [0, n)``, each
+    trained to reconstruct on its own. The loss sums the FVU of every prefix's reconstruction
+    (``b_dec`` plus the active latents below the prefix's end), so the first latents must carry
+    what a small dictionary would: broad, frequent features that do not hand their direction to
+    narrower children (the absorption a plain SAE learns, because a child latent that also writes
+    its parent's direction saves one active latent).
+
+    The code is BatchTopK's: one selection over the whole dictionary per batch (the prefixes
+    change only the loss), a global JumpReLU threshold at inference, exported to SAELens as
+    ``jumprelu`` exactly like BatchTopK (the prefixes travel in the metadata). So an SAE of
+    18,432 latents *contains* SAEs of its prefix sizes: encoding with the full model and keeping
+    the latents below ``m`` is what the prefix-``m`` dictionary would emit under this threshold.
+
+    ``prefixes`` are the inner prefix ends, each in ``1..n-1``; the full dictionary is always the
+    last prefix. The ``fvu`` reported is the full dictionary's; the loss is larger than it by the
+    inner prefixes' FVUs.
+    """
+
+    def __init__(self, d_in: int, n_latents: int, k: int | None = 32, prefixes: Sequence[int] = (),
+                 auxk_k: int = 256, auxk_alpha: float = 1 / 32, apply_b_dec_to_input: bool | None = None):
+        super().__init__(d_in, n_latents, k=k, auxk_k=auxk_k, auxk_alpha=auxk_alpha,
+                         apply_b_dec_to_input=apply_b_dec_to_input)
+        ends = [int(m) for m in prefixes]
+        if any(not 0 < m < n_latents for m in ends) or ends != sorted(set(ends)):
+            raise ValueError(f"Matryoshka prefixes must be strictly increasing, each in 1..{n_latents - 1}; got {ends}")
+        self.prefixes = tuple(ends)
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "prefixes": list(self.prefixes)}
+
+    def loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> Losses:
+        """Σ over prefixes of the prefix reconstruction's FVU, plus TopK's AuxK term on the full
+        reconstruction's error. Each latent group (between two prefix ends) is decoded once and
+        the prefix reconstructions are running sums, so the decode costs what BatchTopK's does."""
+        if self.batch_k is None:
+            raise ValueError("this Matryoshka SAE was imported without k: it can encode and decode but not train")
+        pre = self.preacts(x, self._scratch(x))
+        code = self._batch_pick(x, pre)
+        x_hat = self.b_dec.expand_as(x)
+        inner = torch.zeros((), device=x.device)
+        lo = 0
+        for hi in (*self.prefixes, self.n_latents):
+            group = code.subset((code.cols >= lo) & (code.cols < hi))
+            x_hat = x_hat + self._decode_ragged(group)
+            if hi < self.n_latents:
+                inner = inner + batch_fvu(x, x - x_hat)
+            lo = hi
+        out = self._with_auxk(x, pre, code.per_token(x.shape[0]), x - x_hat, dead)
+        out.loss = out.loss + inner
+        return out
+
+    def reference_loss(self, x: torch.Tensor, dead: torch.Tensor | None = None) -> Losses:
+        """The same objective with dense autograd (BatchTopK's oracle plus the dense prefix sums)."""
+        out = super().reference_loss(x, dead)
+        _, acts = self._dense_batch_acts(x)
+        for m in self.prefixes:
+            out.loss = out.loss + batch_fvu(x, x - (acts[:, :m] @ self.decoder[:m] + self.b_dec))
+        return out

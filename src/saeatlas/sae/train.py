@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 
 from saeatlas.artifacts import write_bytes_atomic
-from saeatlas.config import schema_defaults
+from saeatlas.config import matryoshka_prefixes, schema_defaults
 from saeatlas.errors import SaeAtlasError
 from saeatlas.sae.model import SAE, Losses, build
 from saeatlas.progress import bar as progress_bar
@@ -54,6 +54,7 @@ class TrainConfig:
     auxk_alpha: float = _SAE["auxk_alpha"]
     dead_after_tokens: int = _SAE["dead_after_tokens"]
     l1_coefficient: float = _SAE["l1_coefficient"]
+    matryoshka_fractions: tuple[float, ...] = tuple(_SAE["matryoshka_fractions"])
     b_dec_init: str = _SAE["b_dec_init"]
     checkpoint_every: int = _SAE["checkpoint_every"]
     exclude_outliers: bool = _SAE["exclude_outliers"]
@@ -78,8 +79,11 @@ class TrainConfig:
         return self.lr * math.sqrt(self.lr_reference_size / self.n_latents)
 
     def sae_options(self) -> dict[str, Any]:
-        if self.architecture in ("topk", "batchtopk"):
-            return {"k": self.k, "auxk_k": self.auxk_k, "auxk_alpha": self.auxk_alpha}
+        if self.architecture in ("topk", "batchtopk", "matryoshka"):
+            options: dict[str, Any] = {"k": self.k, "auxk_k": self.auxk_k, "auxk_alpha": self.auxk_alpha}
+            if self.architecture == "matryoshka":
+                options["prefixes"] = matryoshka_prefixes(self.matryoshka_fractions, self.n_latents)
+            return options
         if self.architecture == "relu":
             return {"l1_coefficient": self.l1_coefficient}
         return {}
