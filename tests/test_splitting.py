@@ -24,6 +24,7 @@ from saeatlas.analysis.splitting.families import span_r2, span_r2_null, union_st
 from saeatlas.analysis.splitting.matching import activation_matches, classify, firing_binary
 from saeatlas.analysis.splitting.section import section
 from saeatlas.codes import CodeWriter, SparseCodes
+from saeatlas.sae.model import build
 from saeatlas.sae.train import TensorSource, TrainConfig, train_sae
 
 # ------------------------------------------------------------------------------------------
@@ -274,7 +275,7 @@ TRAIN = dict(k=3, lr=2e-3, lr_reference_size=128, batch_size=256, warmup_steps=1
              dead_after_tokens=2048, checkpoint_every=10**9, exclude_outliers=False)
 
 
-def planted_hierarchy(d: int = 48, rho: float = 0.4, active: int = 3, n: int = 16000, seed: int = 0):
+def planted_hierarchy(d: int = 48, rho: float = 0.4, active: int = 3, n: int = 16000, seed: int = 1):
     """Children ``c = √ρ·p_g + √(1−ρ)·e`` (e ⊥ p_g random: siblings share the parent direction
     p_g, sibling cosine ≈ ρ); the true parent atom is the normalised *sum* of its children. Each
     token draws ``active`` groups and, in each, exactly one child (children fire exclusively),
@@ -304,6 +305,20 @@ def planted_hierarchy(d: int = 48, rho: float = 0.4, active: int = 3, n: int = 1
     return parents.numpy(), atoms.numpy(), np.array(owner), x + 0.02 * torch.randn(n, d, generator=g)
 
 
+def blurred_start(cfg: TrainConfig, directions: np.ndarray, noise: float = 1.2) -> Any:
+    """A TopK SAE whose encoder and decoder rows are ``directions`` plus Gaussian noise
+    (cosine to them about 0.6), renormalised."""
+    g = torch.Generator().manual_seed(5)
+    w = torch.tensor(directions)
+    w = w + noise * torch.randn(w.shape, generator=g) / w.shape[1] ** 0.5
+    w /= w.norm(dim=1, keepdim=True)
+    sae = build("topk", w.shape[1], cfg.n_latents, **cfg.sae_options())
+    with torch.no_grad():
+        sae.decoder.copy_(w)
+        sae.encoder.copy_(w)
+    return sae
+
+
 def encode_to_store(sae: Any, x: torch.Tensor, directory: Path) -> sparse.csr_matrix:
     """Encode through the project's code store (CodeWriter → SparseCodes.csr), as the pipeline does."""
     with torch.no_grad():
@@ -320,10 +335,16 @@ def hierarchy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     parents, atoms, owner, x = planted_hierarchy()
     store = tmp_path_factory.mktemp("codes")
     decoders, codes, saes = {}, {}, {}
-    # The smaller SAE settles on the parents within a few epochs; the larger one needs more steps
-    # to separate siblings that share 40% of their direction.
+    # The larger SAE learns the children from its random start (it needs the steps to separate
+    # siblings that share 40% of their direction). The smaller one starts from the parents blurred
+    # to cosine 0.61 and trains to them: from a random start a dictionary of exactly one latent
+    # per group settles in a local optimum that merges some groups (parent cosine min 0.05-0.3 over
+    # 4-12 epochs), and it is the splitting analysis that is tested here, given a smaller SAE that
+    # did learn the parents. (Both once started from the answer: the data shared the trainer's seed.)
     for n, epochs in ((SMALL, 4), (LARGE, 16)):
-        result = train_sae(TrainConfig(n_latents=n, epochs=epochs, **TRAIN), TensorSource(x), progress=False)
+        cfg = TrainConfig(n_latents=n, epochs=epochs, **TRAIN)
+        initial = blurred_start(cfg, parents) if n == SMALL else None
+        result = train_sae(cfg, TensorSource(x), progress=False, initial=initial)
         saes[n] = result.sae
         decoders[n] = result.sae.decoder.detach().numpy()
         codes[n] = encode_to_store(result.sae, x, store / str(n))
@@ -336,10 +357,15 @@ def unit(w: np.ndarray) -> np.ndarray:
 
 
 def score_families(h: dict[str, Any], out: AnalysisOutput) -> tuple[int, int, int]:
-    """(planted multi-child groups recovered exactly, families found that are wrong, groups
-    checkable). A planted group g is expected as: parent = the smaller latent at cos ≥ 0.9 to g's
-    parent atom; children = the larger latents at cos ≥ 0.9 to g's child atoms (atoms the larger SAE
-    did not learn cannot be asked of the analysis)."""
+    """(planted multi-child groups recovered, families found that are wrong, groups checkable).
+
+    A planted group g is checkable when the smaller SAE has a latent at cos >= 0.9 to g's parent
+    atom and the larger one learned at least two of g's children (cos >= 0.9; atoms the larger
+    SAE did not learn cannot be asked of the analysis). It is recovered when the family found for
+    that parent latent holds every learned child. A found family is wrong when its parent latent
+    is no parent at cos >= 0.9, or one of its children is closest to another group's atom; a
+    second latent for one of the group's own children (a duplicate the larger SAE learned) is
+    the analysis reporting the dictionary as it is, not an error."""
     cos_small = unit(h["decoders"][SMALL]) @ h["parents"].T  # [latent, group]
     cos_large = unit(h["decoders"][LARGE]) @ h["atoms"].T  # [latent, atom]
     expected: dict[int, frozenset[int]] = {}
@@ -350,8 +376,14 @@ def score_families(h: dict[str, Any], out: AnalysisOutput) -> tuple[int, int, in
         if len(kids) >= 2:
             expected[int(cos_small[:, g].argmax())] = frozenset(kids)
     found = {r["parent"]: frozenset(int(c) for c in r["children"].split()) for r in out.tables["split_families"]}
-    right = sum(found.get(p) == kids for p, kids in expected.items())
-    wrong = sum(expected.get(p) != kids for p, kids in found.items())
+
+    def is_wrong(parent: int, kids: frozenset[int]) -> bool:
+        group = int(cos_small[parent].argmax())
+        return (cos_small[parent, group] < 0.9
+                or any(h["owner"][int(cos_large[kid].argmax())] != group for kid in kids))
+
+    wrong = sum(is_wrong(p, kids) for p, kids in found.items())
+    right = sum(p in found and kids <= found[p] and not is_wrong(p, found[p]) for p, kids in expected.items())
     return right, wrong, len(expected)
 
 
