@@ -6,9 +6,11 @@ process, alternating implementations so that machine noise hits both alike. The 
 (encoder forward FLOPs = 2·B·d·n) / step time over this run's fp32 matmul GFLOP/s: the dense
 encoder matmul is the one cost neither implementation can avoid.
 
-``--architectures`` (default: topk batchtopk) adds our other architectures beside TopK: BatchTopK's
-step keeps the top k·B pre-activations of the whole batch (a [B·n] top-k instead of B row top-ks)
-and is timed on the same batches; the peer has no BatchTopK, so the speedup line stays TopK's.
+``--architectures`` (default: topk batchtopk matryoshka) adds our other architectures beside TopK:
+BatchTopK's step keeps the top k·B pre-activations of the whole batch (a [B·n] top-k instead of B
+row top-ks); Matryoshka's adds the FVU of each nested prefix (1/16 .. 1/2 of n, as the study trains
+it), decoding each latent group once. All are timed on the same batches; the peer has neither, so
+the speedup line stays TopK's.
 
 Then, at n=2304, all train for the same token budget on the same batches and their FVU on
 held-out rows is printed; and a training run's peak RSS at two token counts shows memory is flat.
@@ -71,10 +73,11 @@ def ours(n: int, lr: float, architecture: str = "topk", total_steps: int = 10**9
     """``total_steps`` is what ``after_step`` is told (BatchTopK's threshold averages the last
     tenth of the steps, as in ``train_sae``); the timed step includes it."""
     from saeatlas.sae.model import build
-    from saeatlas.sae.train import make_optimizer, training_step
+    from saeatlas.sae.train import TrainConfig, make_optimizer, training_step
 
     torch.manual_seed(0)
-    sae = build(architecture, D, n, k=K)
+    # the study's options for this architecture (Matryoshka's prefixes: 1/16 .. 1/2 of n)
+    sae = build(architecture, D, n, **TrainConfig(architecture=architecture, n_latents=n, k=K).sae_options())
     opt = make_optimizer(sae, lr)
     done = [0]
 
@@ -180,7 +183,7 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2304, 18432])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--architectures", nargs="+", default=["topk", "batchtopk"],
+    parser.add_argument("--architectures", nargs="+", default=["topk", "batchtopk", "matryoshka"],
                         help="our architectures to time beside the peer (topk is always included)")
     parser.add_argument("--budget-steps", type=int, default=100, help="steps of 4096 tokens for the FVU comparison")
     parser.add_argument("--rss-steps", type=int, nargs=2, default=[50, 400])
@@ -214,7 +217,7 @@ def main() -> None:
     f = budget_fvu(data, n_fvu, args.budget_steps, architectures)
     print(f"held-out FVU after {args.budget_steps * BATCH} tokens at n={n_fvu}: "
           + ", ".join(f"{name} {value:.4f}" for name, value in f.items())
-          + " (batchtopk: encoded with its learned threshold)")
+          + " (batchtopk and matryoshka: encoded with their learned threshold)")
     if (args.store / "train" / "manifest.json").is_file():
         peaks = []
         for steps in args.rss_steps:

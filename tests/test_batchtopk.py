@@ -145,11 +145,11 @@ def test_a_foreign_jumprelu_sae_imports_for_inference_only(tmp_path: Path) -> No
 
 def test_config_accepts_batchtopk_and_names_unknown_architectures() -> None:
     raw = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
-    raw["sae"]["architecture"] = "batchtopk"
-    assert validate(raw)["sae"]["architecture"] == "batchtopk"
+    raw["sae"]["architectures"] = ["topk", "batchtopk"]
+    assert validate(raw)["sae"]["architectures"] == ["topk", "batchtopk"]
     assert TrainConfig(architecture="batchtopk").sae_options()["k"] == TrainConfig().k
-    raw["sae"]["architecture"] = "matryoshka-ish"
-    with pytest.raises(ParamsError, match="sae.architecture"):
+    raw["sae"]["architectures"] = ["matryoshka-ish"]
+    with pytest.raises(ParamsError, match=r"sae.architectures\[0\]"):
         validate(raw)
     with pytest.raises(ValueError, match="unknown SAE architecture 'matryoshka-ish'"):
         build("matryoshka-ish", 4, 8)
@@ -186,7 +186,7 @@ def test_batch_topk_candidate_search_is_exact(case: str) -> None:
     """The per-row candidate search returns the same entries as a top-k over the whole matrix:
     when every row's 4k candidates suffice, when one row needs the candidates doubled (40 > 16
     winners), and when one row wins everything (the full search)."""
-    from saeatlas.sae.model import batch_topk
+    from saeatlas.sae.batchtopk import batch_topk
 
     g = torch.Generator().manual_seed(0)
     b, n, k = 64, 512, 4

@@ -80,7 +80,10 @@ BAD_VALUES = [
     ("sae.sizes", [1152, 1152], ["sae.sizes", "unique"]),
     ("sae.k", 4096, ["sae.k", "smallest dictionary size"]),
     ("sae.lr", 0, ["sae.lr", "must be > 0"]),
-    ("sae.architecture", "gated", ["sae.architecture", "'topk'", "got 'gated'"]),
+    ("sae.architectures", ["gated"], ["sae.architectures[0]", "'topk'", "got 'gated'"]),
+    ("sae.architectures", [], ["sae.architectures", "at least 1"]),
+    ("sae.architectures", ["topk", "topk"], ["sae.architectures", "unique"]),
+    ("sae.architecture", "topk", ["sae.architecture: replaced by sae.architectures, a list (e.g. [topk])"]),
     ("model.layers", [], ["model.layers", "at least 1"]),
     ("model.layers", [15, -1], ["model.layers[1]", "got -1"]),
     ("model.dtype", "float8", ["model.dtype", "'float32'"]),
@@ -219,7 +222,13 @@ def test_bad_threads_fails_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()
 
 
-def test_layer_not_in_params_is_refused(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "saeatlas", "galaxy", "--params", str(REPO / "params/smoke.yaml"),
-                           "--layer", "3"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+def test_layer_or_architecture_not_in_params_is_refused(tmp_path: Path) -> None:
+    run = lambda *args: subprocess.run([sys.executable, "-m", "saeatlas", "galaxy", "--params",  # noqa: E731
+                                        str(REPO / "params/smoke.yaml"), *args], cwd=tmp_path,
+                                       capture_output=True, text=True, timeout=120)
+    proc = run("--layer", "3", "--arch", "topk")
     assert proc.returncode == 2 and "--layer: 3 is not listed in model.layers [15]" in proc.stderr
+    proc = run("--layer", "15", "--arch", "matryoshka")
+    assert proc.returncode == 2 and "--arch: 'matryoshka' is not listed in sae.architectures ['topk']" in proc.stderr
+    proc = run("--layer", "15")
+    assert proc.returncode == 2 and "required: --arch" in proc.stderr

@@ -86,9 +86,9 @@ def test_the_report_places_the_depth_section_for_a_study_of_several_layers(tmp_p
     (model / "saeatlas_model.json").write_text(json.dumps({"n_layers": 30}))
     size, k = max(params.sae.sizes), min(params.section("lobes.k_values"), key=lambda v: (abs(v - 8), v))
     for layer, slope in ((3, 0.2), (9, 0.5), (15, 0.3)):
-        _write(Path(f"results/analysis/galaxy/{params.model.name}/layer{layer}.metrics.json"),
+        _write(Path(f"results/analysis/galaxy/{params.model.name}/layer{layer}/topk.metrics.json"),
                {f"n{size}.slope": slope, f"n{size}.slope_ci_low": slope - 0.01, f"n{size}.slope_ci_high": slope + 0.01})
-        _write(Path(f"results/analysis/lobes/{params.model.name}/layer{layer}/n{size}.metrics.json"),
+        _write(Path(f"results/analysis/lobes/{params.model.name}/layer{layer}/topk/n{size}.metrics.json"),
                {f"k{k}.ami": 0.1})
     block = _depth_block(params, tmp_path / "scratch", tmp_path / "site")
     (item,) = block["sections"]
@@ -106,5 +106,5 @@ def test_the_cli_hands_a_tool_its_own_options(capsys: pytest.CaptureFixture[str]
     repo = Path(__file__).resolve().parents[1]
     assert main(["depth", "--params", str(repo / "params/depth.yaml"), "--targets"]) == 0
     targets = capsys.readouterr().out.split()
-    assert len(targets) == 20 and targets[0].endswith("galaxy/smollm2-135m-instruct/layer0")
+    assert len(targets) == 20 and targets[0].endswith("galaxy/smollm2-135m-instruct/layer0/topk")
     assert main(["compare", "--params", str(repo / "no-such.yaml")]) == 2

@@ -28,10 +28,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_job_names_are_dvcs_and_cover_the_table(project: Path) -> None:
     params = config.load("params.yaml")
     jobs = dvc_jobs(params)
-    assert {"model", "corpus", "activations", "train_sae@15-256", "lobes@15-512", "galaxy@15"} <= set(jobs)
-    per = {(): 1, ("layer",): 1, ("layer", "size"): 2}
+    assert {"model", "corpus", "activations", "train_sae@15-topk-256", "lobes@15-topk-512", "galaxy@15-topk"} <= set(jobs)
+    per = {(): 1, ("layer", "arch"): 1, ("layer", "arch", "size"): 2}
     assert len(jobs) == sum(per[s.wildcards] for s in STAGES)
-    assert Path("results/logs/train_sae-layer15-size256.log") in jobs["train_sae@15-256"]
+    assert Path("results/logs/train_sae-layer15-archtopk-size256.log") in jobs["train_sae@15-topk-256"]
 
 
 def test_another_parameter_file_or_no_dvc_project_records_nothing(project: Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -123,7 +124,7 @@ def test_snakemake_smoke_study_writes_checked_content(snakemake_project: Path) -
     for stage in STAGES:
         sizes = params.sae.sizes if "size" in stage.wildcards else [None]
         for n in sizes:
-            log = stage.log_path().format(layer=15, size=n)
+            log = stage.log_path().format(layer=15, arch="topk", size=n)
             assert "INFO" in (proj / log).read_text(), log
     again = run([tool("snakemake"), "--cores", "2", "--configfile", "params.yaml"], proj)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -141,7 +142,7 @@ def test_smoke_saes_load_in_sae_lens_and_their_metrics_are_sane(snakemake_projec
     x = torch.from_numpy(np.array(store.shard(0)[:256], dtype=np.float32))
     x = x[torch.from_numpy(store.ordinary_mask(0, 256))]
     for n in params.sae.sizes:
-        folder = proj / f"results/saes/{MODEL}/layer15/n{n}"
+        folder = proj / f"results/saes/{MODEL}/layer15/topk/n{n}"
         assert not (folder / "checkpoint.pt").exists()  # removed once the SAE is exported
         cfg = json.loads((folder / "cfg.json").read_text())
         assert (cfg["architecture"], cfg["d_in"], cfg["d_sae"], cfg["k"]) == ("topk", 576, n, params.sae.k)
@@ -190,13 +191,13 @@ def test_smoke_feature_tables_and_analyses_hold_by_value(snakemake_project: Path
     tokens = np.asarray(store.tokens())
     alive = {}
     for n in params.sae.sizes:
-        folder = proj / f"results/features/{MODEL}/layer15/n{n}"
-        codes = SparseCodes.open(proj / f"results/codes/{MODEL}/layer15/n{n}")
+        folder = proj / f"results/features/{MODEL}/layer15/topk/n{n}"
+        codes = SparseCodes.open(proj / f"results/codes/{MODEL}/layer15/topk/n{n}")
         dense_counts = np.bincount(codes.indices[codes.values > 0], minlength=n)
         feats = pq.read_table(folder / "features.parquet").to_pandas()
         assert len(feats) == n and np.array_equal(feats["count"].to_numpy(), dense_counts)
         m = json.loads((folder / "metrics.json").read_text())
-        evaluated = json.loads((proj / f"results/saes/{MODEL}/layer15/n{n}/metrics.json").read_text())
+        evaluated = json.loads((proj / f"results/saes/{MODEL}/layer15/topk/n{n}/metrics.json").read_text())
         assert m["alive_latents"] == evaluated["alive_latents"] and m["eval_tokens"] == evaluated["eval_tokens"]
         assert m["l0"] == pytest.approx(evaluated["l0"], rel=1e-6)
         assert len(feats["logit_top_tokens"][0]) == params.features.logit_lens_k
@@ -210,7 +211,7 @@ def test_smoke_feature_tables_and_analyses_hold_by_value(snakemake_project: Path
         assert ((ctx["kind"] == "quantile") <= (ctx["activation"] > 0)).all()
         alive[n] = m["alive_latents"]
 
-    split = json.loads((proj / f"results/analysis/splitting/{MODEL}/layer15.metrics.json").read_text())
+    split = json.loads((proj / f"results/analysis/splitting/{MODEL}/layer15/topk.metrics.json").read_text())
     pair = "pair_256_512."
     fractions = [split[pair + k] for k in ("identical_fraction", "split_child_fraction", "other_similar_fraction",
                                             "novel_fraction")]
@@ -218,11 +219,11 @@ def test_smoke_feature_tables_and_analyses_hold_by_value(snakemake_project: Path
     assert split[pair + "best_cos_mean"] > split[pair + "best_cos_mean_null"] + 0.1
     assert split[pair + "novel_fraction"] < split[pair + "novel_fraction_null"]
     assert split[pair + "families_null"] <= split[pair + "families"]
-    tree = json.loads((proj / f"results/analysis/splitting/{MODEL}/layer15/split_tree.json").read_text())
+    tree = json.loads((proj / f"results/analysis/splitting/{MODEL}/layer15/topk/split_tree.json").read_text())
     assert {node["size"] for node in tree["nodes"]} <= set(params.sae.sizes)
-    assert (proj / f"results/analysis/splitting/{MODEL}/layer15/figures/splitting_classes.png").stat().st_size > 1000
+    assert (proj / f"results/analysis/splitting/{MODEL}/layer15/topk/figures/splitting_classes.png").stat().st_size > 1000
 
-    scaling = json.loads((proj / f"results/analysis/scaling/{MODEL}/layer15.metrics.json").read_text())
+    scaling = json.loads((proj / f"results/analysis/scaling/{MODEL}/layer15/topk.metrics.json").read_text())
     for n in params.sae.sizes:
         assert scaling[f"n{n}.alive"] == alive[n]
     assert scaling["alive_power_law.estimated"] == 1
@@ -241,8 +242,8 @@ def test_smoke_neurons_probing_and_absorption_hold_by_value(snakemake_project: P
 
     proj = snakemake_project
     params = config.load(proj / "params.yaml")
-    out = lambda name: proj / f"results/analysis/{name}/{MODEL}/layer15"  # noqa: E731
-    nm = json.loads((proj / f"results/analysis/neurons/{MODEL}/layer15.metrics.json").read_text())
+    out = lambda name: proj / f"results/analysis/{name}/{MODEL}/layer15/topk"  # noqa: E731
+    nm = json.loads((proj / f"results/analysis/neurons/{MODEL}/layer15/topk.metrics.json").read_text())
     for n in params.sae.sizes:
         assert nm[f"n{n}.alive"] + nm[f"n{n}.dead"] == n
         assert nm[f"n{n}.frac_le_threshold_ci_low"] <= nm[f"n{n}.frac_le_threshold"] <= nm[f"n{n}.frac_le_threshold_ci_high"]
@@ -253,14 +254,14 @@ def test_smoke_neurons_probing_and_absorption_hold_by_value(snakemake_project: P
     for null in ("random", "rotation"):  # dense nulls: every direction is defined, most below 0.3
         assert nm[f"{null}.dead"] == 0 and nm[f"{null}.frac_le_threshold"] > 0.5
 
-    pm = json.loads((proj / f"results/analysis/probing/{MODEL}/layer15.metrics.json").read_text())
+    pm = json.loads((proj / f"results/analysis/probing/{MODEL}/layer15/topk.metrics.json").read_text())
     assert pm["residual.mean_accuracy"] > 0.7
     largest = max(params.sae.sizes)
     kmax = max(params.section("probing.k_values"))
     assert pm[f"n{largest}.k{kmax}.mean_accuracy"] > pm[f"n{largest}.k1.mean_random"]
     assert pm["first_letter.accuracy"] > pm["first_letter.majority"]
 
-    am = json.loads((proj / f"results/analysis/absorption/{MODEL}/layer15.metrics.json").read_text())
+    am = json.loads((proj / f"results/analysis/absorption/{MODEL}/layer15/topk.metrics.json").read_text())
     assert 0 < am["gate.accuracy"] <= 1 and 0 <= am["gate.majority"] < 1
     if am["gate.passes"]:
         assert all(0 <= am[f"n{n}.absorption_rate"] <= 1 for n in params.sae.sizes)
@@ -276,7 +277,7 @@ def test_smoke_geometry_holds_by_value(snakemake_project: Path) -> None:
     params = config.load(proj / "params.yaml")
     sizes = params.sae.sizes
     out = lambda name, suffix="": json.loads(  # noqa: E731
-        (proj / f"results/analysis/{name}/{MODEL}/layer15{suffix}.metrics.json").read_text())
+        (proj / f"results/analysis/{name}/{MODEL}/layer15/topk{suffix}.metrics.json").read_text())
 
     nb = out("neighbours")
     for n in sizes:
@@ -284,7 +285,7 @@ def test_smoke_geometry_holds_by_value(snakemake_project: Path) -> None:
         # null, which is what the default study's SAEs must beat; here only the ranges hold)
         assert 0 < nb[f"n{n}.nn_cos_mean"] <= 1 and 0 < nb[f"n{n}.nn_cos_mean_null"] < 0.5
         assert nb[f"n{n}.umap_trustworthiness"] > nb[f"n{n}.umap_trustworthiness_null"]
-    coords = (proj / f"results/analysis/neighbours/{MODEL}/layer15/tables/umap_coordinates.csv").read_text()
+    coords = (proj / f"results/analysis/neighbours/{MODEL}/layer15/topk/tables/umap_coordinates.csv").read_text()
     assert len(coords.strip().splitlines()) == 1 + sum(sizes)
 
     cr = out("crystals")
@@ -305,7 +306,7 @@ def test_smoke_geometry_holds_by_value(snakemake_project: Path) -> None:
         assert lb["k2.balanced_accuracy"] > lb["k2.balanced_accuracy_random"] + 0.1
         # lobes differ in the domains they fire on more than shuffled lobes do (domains wired per row)
         assert lb["k2.domain_enrichment_max"] > lb["k2.domain_enrichment_max_null_mean"]
-        table = (proj / f"results/analysis/lobes/{MODEL}/layer15/n{n}/tables/lobe_domain_enrichment.csv").read_text()
+        table = (proj / f"results/analysis/lobes/{MODEL}/layer15/topk/n{n}/tables/lobe_domain_enrichment.csv").read_text()
         assert {line.split(",")[3] for line in table.strip().splitlines()[1:]} <= corpus_domains
 
     gx = out("galaxy")
@@ -332,7 +333,7 @@ def test_every_analysis_section_reads_its_real_outputs(snakemake_project: Path) 
         section = import_module(stage.module.rpartition(".")[0] + ".section").section
         sizes = params.sae.sizes if "size" in stage.wildcards else [None]
         for n in sizes:
-            where = dict(model=MODEL, layer=15, size=n)
+            where = dict(model=MODEL, layer=15, arch="topk", size=n)
             metrics = json.loads((proj / stage.out("metrics", **where)).read_text())
             out_dir = proj / stage.out("report", **where)
             sec = section(metrics, out_dir)
@@ -396,7 +397,7 @@ def test_mlflow_server_serves_the_stage_runs(snakemake_project: Path) -> None:
         assert len(tags["git_commit"]) >= 7
         galaxy = get_json(f"{base}/api/2.0/mlflow/runs/search",
                           {"experiment_ids": [exp["experiment_id"]], "filter": "tags.stage = 'galaxy'"})["runs"]
-        assert len(galaxy) == 1 and galaxy[0]["info"]["run_name"] == "galaxy[layer=15]"
+        assert len(galaxy) == 1 and galaxy[0]["info"]["run_name"] == "galaxy[arch=topk,layer=15]"
         assert {p["key"]: p["value"] for p in galaxy[0]["data"]["params"]}["wildcard.layer"] == "15"
         assert {t["key"]: t["value"] for t in galaxy[0]["data"]["tags"]}["layer"] == "15"
         stages = get_json(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})["runs"]
@@ -404,19 +405,20 @@ def test_mlflow_server_serves_the_stage_runs(snakemake_project: Path) -> None:
         assert stage_tags == {s.name for s in STAGES} | {"study"}
         check_study_run(base, exp, stages, proj)
 
-        # Training: one parent run per layer, one child per size, each with its curve over tokens.
+        # Training: one parent run per layer and architecture, one child per size, each with its curve over tokens.
         found = get_json(f"{base}/api/2.0/mlflow/runs/search",
                          {"experiment_ids": [exp["experiment_id"]], "filter": "tags.stage = 'train_sae'"})["runs"]
         by_name = {r["info"]["run_name"]: r for r in found}
-        assert set(by_name) == {"train_sae[layer=15]", "train_sae[layer=15,size=256]", "train_sae[layer=15,size=512]"}
-        parent_id = by_name["train_sae[layer=15]"]["info"]["run_id"]
+        assert set(by_name) == {"train_sae[arch=topk,layer=15]", "train_sae[arch=topk,layer=15,size=256]",
+                                "train_sae[arch=topk,layer=15,size=512]"}
+        parent_id = by_name["train_sae[arch=topk,layer=15]"]["info"]["run_id"]
         for n in (256, 512):
-            child = by_name[f"train_sae[layer=15,size={n}]"]
+            child = by_name[f"train_sae[arch=topk,layer=15,size={n}]"]
             tags = {t["key"]: t["value"] for t in child["data"]["tags"]}
             assert tags["mlflow.parentRunId"] == parent_id and child["info"]["status"] == "FINISHED"
             history = get_json(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={child['info']['run_id']}"
                                "&metric_key=train.fvu")["metrics"]
-            curve = json.loads((proj / f"results/saes/{MODEL}/layer15/n{n}/train_metrics.json").read_text())
+            curve = json.loads((proj / f"results/saes/{MODEL}/layer15/topk/n{n}/train_metrics.json").read_text())
             assert len(history) >= 2 and max(h["step"] for h in history) == curve["tokens"]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -470,15 +472,12 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def jobs_of(names: set[str], layer: int = 15, sizes: tuple[int, ...] = (256, 512)) -> set[str]:
-    """DVC's job names of the given stages (``stage@<layer>[-<size>]``), from the table."""
-    out = set()
-    for stage in (s for s in STAGES if s.name in names):
-        if "size" in stage.wildcards:
-            out |= {f"{stage.name}@{layer}-{n}" for n in sizes}
-        else:
-            out.add(f"{stage.name}@{layer}" if stage.wildcards else stage.name)
-    return out
+def jobs_of(names: set[str], layer: int = 15, arch: str = "topk", sizes: tuple[int, ...] = (256, 512)) -> set[str]:
+    """DVC's job names of the given stages (``stage@<layer>-<arch>[-<size>]``), from the table."""
+    values = {"layer": [layer], "arch": [arch], "size": list(sizes)}
+    return {stage.job_name(dict(zip(stage.wildcards, combo)))
+            for stage in STAGES if stage.name in names
+            for combo in itertools.product(*(values[w] for w in stage.wildcards))}
 
 
 def downstream(names: set[str]) -> set[str]:
@@ -514,8 +513,8 @@ def test_dvc_continues_from_the_snakemake_study_and_reruns_only_affected_stages(
     # analysis on its replicas; their trained SAEs are reused, not retrained) and the report.
     one = run([tool("dvc"), "exp", "run", "-S", "splitting.leask_cos=0.6"], proj)
     assert ran_stages(one.stdout) == jobs_of(downstream({"splitting", "seeds"})) == {
-        "splitting@15", "seeds@15", "report"}, one.stdout
-    seeds_log = (proj / "results/logs/seeds-layer15.log").read_text()  # this run's (the log is rewritten)
+        "splitting@15-topk", "seeds@15-topk", "report"}, one.stdout
+    seeds_log = (proj / "results/logs/seeds-layer15-archtopk.log").read_text()  # this run's (the log is rewritten)
     assert "trained replica reused" in seeds_log and "training the replica" not in seeds_log, seeds_log
     # How examples are shown changes the browser tables, not the codes, so no analysis that reads
     # the codes re-runs; an evaluation knob re-runs the evaluations, never training. (One
@@ -537,10 +536,10 @@ def test_dvc_continues_from_the_snakemake_study_and_reruns_only_affected_stages(
     params_file.write_text(re.sub(r"(?m)^  k: 16$", "  k: 8", params_file.read_text(), count=1))
     changed = set(json.loads(run([tool("dvc"), "status", "--json"], proj).stdout))
     assert changed == jobs_of({s.name for s in STAGES if {"sae", "sae.k"} & set(s.params)}) \
-        == {"train_sae@15-256", "train_sae@15-512", "seeds@15", "report"}, changed
-    per_size = {f"{stage}@15-{n}" for stage in ("train_sae", "evaluate", "features", "lobes") for n in (256, 512)}
-    per_layer = {f"{a.name}@15" for a in ANALYSES if a.wildcards == ("layer",)}
-    assert {"splitting@15", "galaxy@15", "neurons@15", "probing@15", "absorption@15", "seeds@15"} <= per_layer
+        == {"train_sae@15-topk-256", "train_sae@15-topk-512", "seeds@15-topk", "report"}, changed
+    per_size = {f"{stage}@15-topk-{n}" for stage in ("train_sae", "evaluate", "features", "lobes") for n in (256, 512)}
+    per_layer = {f"{a.name}@15-topk" for a in ANALYSES if a.wildcards == ("layer", "arch")}
+    assert {f"{a}@15-topk" for a in ("splitting", "galaxy", "neurons", "probing", "absorption", "seeds")} <= per_layer
     assert jobs_of(downstream({"train_sae"})) == per_size | per_layer | {"report"}
     assert not {"model", "corpus", "activations"} & changed
 

@@ -71,7 +71,7 @@ def test_prefixes_follow_the_fractions_and_bad_ones_are_refused() -> None:
 
 def test_params_validate_the_fractions_naming_the_key() -> None:
     raw = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
-    raw["sae"]["architecture"] = "matryoshka"
+    raw["sae"]["architectures"] = ["topk", "matryoshka"]
     assert validate(raw)["sae"]["matryoshka_fractions"] == [0.0625, 0.125, 0.25, 0.5]
     for bad, message in (([0.5, 0.25], "sae.matryoshka_fractions: at n="),
                          ([0.25, 1.0], "sae.matryoshka_fractions"),
@@ -79,7 +79,7 @@ def test_params_validate_the_fractions_naming_the_key() -> None:
         raw["sae"]["matryoshka_fractions"] = bad
         with pytest.raises(ParamsError, match=message):
             validate(raw)
-    raw["sae"]["architecture"] = "topk"  # only a Matryoshka study reads them
+    raw["sae"]["architectures"] = ["topk", "batchtopk"]  # only a study with Matryoshka reads them
     raw["sae"]["matryoshka_fractions"] = [0.5, 0.25]
     validate(raw)
 

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from saeatlas.generate import generated
-from saeatlas.graph import code_files, gather_dir, gathered_wildcards, import_closure
+from saeatlas.graph import (WILDCARD_LISTS, WILDCARD_PATTERNS, code_files, gather_dir, gathered_wildcards,
+                            import_closure)
 from saeatlas.pipeline import ANALYSES, STAGE, STAGES, input_templates
 
 from conftest import REPO, copy_project, tool
@@ -173,30 +174,30 @@ def snakemake_jobs(proj: Path) -> dict[str, dict]:
     return jobs
 
 
-@pytest.mark.parametrize("params", ["params.yaml", "params/paper.yaml"])
+@pytest.mark.parametrize("params", ["params.yaml", "params/paper.yaml", "params/architectures.yaml"])
 def test_snakemake_and_dvc_run_the_same_graph(tmp_path: Path, params: str) -> None:
-    # paper.yaml lists several layers: the wildcards must expand the same way in both.
+    # paper.yaml lists several layers, architectures.yaml three architectures: the wildcards must
+    # expand the same way in both.
     proj = copy_project(tmp_path, params=params)
     dvc, snake = dvc_jobs(proj), snakemake_jobs(proj)
     assert set(snake) == set(dvc)
     raw = yaml.safe_load((proj / "params.yaml").read_text())
-    n_layers, n_sizes = len(raw["model"]["layers"]), len(raw["sae"]["sizes"])
+    count = {w: len(_lookup(raw, key)) for w, key in WILDCARD_LISTS.items()}  # values per wildcard
     # one job per stage and combination of its wildcards
-    per = {(): 1, ("layer",): n_layers, ("layer", "size"): n_layers * n_sizes}
-    assert len(dvc) == sum(per[s.wildcards] for s in STAGES)
+    assert len(dvc) == sum(prod(count[w] for w in s.wildcards) for s in STAGES)
     for job, stage in ((j, STAGE[j.split("@")[0]]) for j in snake):
         # DVC has no gather: it depends on the directory that holds every copy (gather_dir); Snakemake
         # lists one copy per size (and per layer, for the study-level report).
         gathered, dirs = set(), set()
         for template in input_templates(stage)[1]:
-            pattern = re.escape(template).replace(r"\{model\}", r"(?P<model>[^/]+)").replace(
-                r"\{layer\}", r"(?P<layer>\d+)").replace(r"\{size\}", r"(?P<size>\d+)")
+            pattern = re.escape(template).replace(r"\{model\}", r"(?P<model>[^/]+)")
+            for w, value in WILDCARD_PATTERNS.items():
+                pattern = pattern.replace(r"\{%s\}" % w, f"(?P<{w}>{value})")
             found = [m for m in map(lambda p: re.fullmatch(pattern, p), snake[job]["inputs"]) if m]
             assert found, (job, template)
             copies = {tuple(m.groupdict().get(w) for w in gathered_wildcards(template, stage.wildcards))
                       for m in found}
-            assert len(copies) == len(found) == prod(len(raw["sae"]["sizes"]) if w == "size" else n_layers
-                                                     for w in gathered_wildcards(template, stage.wildcards)), job
+            assert len(copies) == len(found) == prod(count[w] for w in gathered_wildcards(template, stage.wildcards)), job
             gathered |= {m.string for m in found}
             dirs |= {gather_dir(template, stage.wildcards).format(**m.groupdict()) for m in found}
         snake[job]["inputs"] = (snake[job]["inputs"] - gathered) | dirs
@@ -213,7 +214,7 @@ def test_snakemake_and_dvc_run_the_same_graph(tmp_path: Path, params: str) -> No
             inside = {p for p in snake[job]["inputs"] if p.startswith(folder + "/")}
             assert inside, (job, folder)
             snake[job]["inputs"] = (snake[job]["inputs"] - inside) | {folder}
-    assert f"train_sae@{raw['model']['layers'][-1]}-{raw['sae']['sizes'][-1]}" in dvc
+    assert f"train_sae@{raw['model']['layers'][-1]}-{raw['sae']['architectures'][-1]}-{raw['sae']['sizes'][-1]}" in dvc
     for job in dvc:
         assert snake[job] == dvc[job], job
 
@@ -225,7 +226,7 @@ def test_snakemake_lint_and_dvc_dag(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
     dag = subprocess.run([tool("dvc"), "dag", "--md"], cwd=proj, capture_output=True, text=True, timeout=300)
     assert dag.returncode == 0, dag.stderr
-    for stage in ("model", "corpus", "activations", "train_sae@15-1152", "evaluate@15-18432"):
+    for stage in ("model", "corpus", "activations", "train_sae@15-topk-1152", "evaluate@15-topk-18432"):
         assert stage in dag.stdout
 
 

@@ -116,7 +116,7 @@ def test_a_new_stage_is_one_row_plus_one_folder(smoke_study: Path, tmp_path: Pat
     assert "--layer" in helptext and "--size" not in helptext
     bad = proj / "bad.yaml"
     bad.write_text((proj / "params.yaml").read_text().replace("scale: 2.0", "scale: -1"))
-    proc = subprocess.run([sys.executable, "-m", "saeatlas", "toy", "--params", "bad.yaml", "--layer", "15"],
+    proc = subprocess.run([sys.executable, "-m", "saeatlas", "toy", "--params", "bad.yaml", "--layer", "15", "--arch", "topk"],
                           cwd=proj, capture_output=True, text=True, env={**__import__("os").environ, **env})
     assert proc.returncode == 2 and "toy.scale" in proc.stderr, proc.stderr
 
@@ -127,15 +127,15 @@ def test_a_new_stage_is_one_row_plus_one_folder(smoke_study: Path, tmp_path: Pat
     assert ran == {"toy", "report"}, snake.stdout + snake.stderr
     page = (proj / "results/report/index.html").read_text(encoding="utf-8")
     assert '<h2>Toy</h2>' in page and "Mean norm per size." in page and "figures/layer15/toy/norms.png" in page
-    metrics = json.loads((proj / f"results/analysis/toy/{MODEL}/layer15.metrics.json").read_text())
+    metrics = json.loads((proj / f"results/analysis/toy/{MODEL}/layer15/topk.metrics.json").read_text())
     for n in (256, 512):
-        decoder = np.load(proj / f"results/codes/{MODEL}/layer15/n{n}/decoder.npy")
+        decoder = np.load(proj / f"results/codes/{MODEL}/layer15/topk/n{n}/decoder.npy")
         assert metrics[f"n{n}.mean_norm"] == pytest.approx(2.0 * np.linalg.norm(decoder, axis=1).mean(), rel=1e-6)
-    assert (proj / f"results/analysis/toy/{MODEL}/layer15/figures/norms.png").stat().st_size > 1000
+    assert (proj / f"results/analysis/toy/{MODEL}/layer15/topk/figures/norms.png").stat().st_size > 1000
     assert "up to date" in run_tool([tool("dvc"), "status"], proj, env=env).stdout
 
     # DVC runs the generated stage, and only it, when its section changes.
     rerun = run_tool([tool("dvc"), "exp", "run", "-S", "toy.scale=3.0"], proj, env=env)
-    assert set(re.findall(r"Running stage '([^']+)'", rerun.stdout)) == {"toy@15", "report"}, rerun.stdout
-    again = json.loads((proj / f"results/analysis/toy/{MODEL}/layer15.metrics.json").read_text())
+    assert set(re.findall(r"Running stage '([^']+)'", rerun.stdout)) == {"toy@15-topk", "report"}, rerun.stdout
+    again = json.loads((proj / f"results/analysis/toy/{MODEL}/layer15/topk.metrics.json").read_text())
     assert again == pytest.approx({k: 1.5 * v for k, v in metrics.items()}, rel=1e-9)

@@ -46,8 +46,8 @@ def test_verify_passes_a_good_tree_and_names_every_damaged_file(study: Path) -> 
 
     shard = study / STORE / "train" / "shard-00000.npy"
     flip_byte(shard)
-    (study / f"results/saes/{MODEL}/layer15/n512/metrics.json").write_text('{"fvu": NaN}\n')
-    codes = study / f"results/codes/{MODEL}/layer15/n256/code_values.npy"
+    (study / f"results/saes/{MODEL}/layer15/topk/n512/metrics.json").write_text('{"fvu": NaN}\n')
+    codes = study / f"results/codes/{MODEL}/layer15/topk/n256/code_values.npy"
     codes.write_bytes(codes.read_bytes()[:-4])
     bad = run_cli(["verify", "results", "--no-progress"], study, check=False)
     assert bad.returncode == 2, bad.stderr
@@ -60,12 +60,12 @@ def test_verify_passes_a_good_tree_and_names_every_damaged_file(study: Path) -> 
 def test_a_flipped_byte_in_a_train_shard_stops_train_sae_naming_the_shard(study: Path) -> None:
     """It used to train on the damaged rows: loss=nan rows in training_log.csv, exit 0."""
     flip_byte(study / STORE / "train" / "shard-00000.npy")
-    before = (study / f"results/saes/{MODEL}/layer15/n256/sae_weights.safetensors").read_bytes()
-    proc = run_cli(["train_sae", "--layer", "15", "--size", "256", "--no-progress"], study, check=False)
+    before = (study / f"results/saes/{MODEL}/layer15/topk/n256/sae_weights.safetensors").read_bytes()
+    proc = run_cli(["train_sae", "--layer", "15", "--arch", "topk", "--size", "256", "--no-progress"], study, check=False)
     assert proc.returncode == 2, proc.stderr
     assert "train/shard-00000.npy: checksum does not match manifest.json" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert (study / f"results/saes/{MODEL}/layer15/n256/sae_weights.safetensors").read_bytes() == before
+    assert (study / f"results/saes/{MODEL}/layer15/topk/n256/sae_weights.safetensors").read_bytes() == before
 
 
 def test_a_damaged_eval_shard_stops_evaluate_naming_the_shard(study: Path) -> None:
@@ -74,10 +74,10 @@ def test_a_damaged_eval_shard_stops_evaluate_naming_the_shard(study: Path) -> No
     shard = study / STORE / "eval" / "shard-00000.npy"
     raw = shard.read_bytes()
     flip_byte(shard, offset=len(raw) // 2)
-    proc = run_cli(["evaluate", "--layer", "15", "--size", "256", "--no-progress"], study, check=False)
+    proc = run_cli(["evaluate", "--layer", "15", "--arch", "topk", "--size", "256", "--no-progress"], study, check=False)
     assert proc.returncode == 2 and "eval/shard-00000.npy: checksum does not match" in proc.stderr, proc.stderr
     shard.write_bytes(raw[:-1000])
-    proc = run_cli(["evaluate", "--layer", "15", "--size", "256", "--no-progress"], study, check=False)
+    proc = run_cli(["evaluate", "--layer", "15", "--arch", "topk", "--size", "256", "--no-progress"], study, check=False)
     assert proc.returncode == 2 and "eval/shard-00000.npy" in proc.stderr and "(truncated)" in proc.stderr, \
         proc.stderr
 

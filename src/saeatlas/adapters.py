@@ -31,8 +31,9 @@ def check_wildcards(params: Params, layer: int, size: int | None = None) -> None
 
 
 def path(stage: str, output: str, params: Params, **wildcards: int) -> Path:
-    """Where stage ``stage`` writes its output ``output`` (the stage table's template, filled)."""
-    return STAGE[stage].out(output, model=params.model.name, **wildcards)
+    """Where stage ``stage`` writes its output ``output`` (the stage table's template, filled;
+    ``{arch}`` is the job's architecture, ``params.sae.architecture``)."""
+    return STAGE[stage].out(output, model=params.model.name, **{"arch": params.sae.architecture, **wildcards})
 
 
 def model_dir(params: Params) -> Path:
@@ -88,7 +89,8 @@ def stage_job(stage: str, params: Params, layer: int, size: int | None = None) -
     """Check the wildcards and open the MLflow run of one job of a per-layer stage (a per-size
     job is a child of its layer's run, so the UI groups the sizes)."""
     check_wildcards(params, layer, size)
-    wildcards = {"layer": layer} if size is None else {"layer": layer, "size": size}
-    group = None if size is None else {"layer": layer}
+    arch = {"arch": params.sae.architecture} if "arch" in STAGE[stage].wildcards else {}
+    wildcards = {"layer": layer, **arch} if size is None else {"layer": layer, **arch, "size": size}
+    group = None if size is None else {"layer": layer, **arch}
     with stage_run(stage, params, RESULTS, wildcards, group=group) as run:
         yield StageJob(stage, params, wildcards, run)

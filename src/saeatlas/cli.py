@@ -55,6 +55,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 TOOLS = {
     "compare": ("saeatlas.report.comparison", "Print ours beside the published numbers (Markdown) for a built study."),
     "depth": ("saeatlas.report.depth", "The depth sweep's table, figure and peak verdicts (--targets: what to build)."),
+    "architectures": ("saeatlas.report.architectures", "The architectures side by side (Markdown, CSV, figure) "
+                      "for a built study of several sae.architectures."),
     "lobes-sweep": ("saeatlas.analysis.lobes.sweep", "Vary one factor of the published lobes protocol at a time "
                     "on a built study (CSV)."),
 }
@@ -69,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         if "layer" in stage.wildcards:
             p.add_argument("--layer", type=int, required=True, help="one of model.layers")
+        if "arch" in stage.wildcards:
+            p.add_argument("--arch", required=True, help="one of sae.architectures (SAE architecture)")
         if "size" in stage.wildcards:
             p.add_argument("--size", type=int, required=True, help="one of sae.sizes (dictionary size)")
         if stage.uses_device:
@@ -163,7 +167,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         kwargs["device"] = args.device
     module, _, function = stage.run.partition(":")
     started = time.perf_counter()
-    getattr(import_module(module), function)(params, **kwargs)
+    # The architecture reaches a stage as its params' sae.architecture (every path and the
+    # training config read it there), not as an argument.
+    job_params = params.for_architecture(kwargs["arch"]) if "arch" in kwargs else params
+    getattr(import_module(module), function)(job_params, **{w: v for w, v in kwargs.items() if w != "arch"})
     # The job's last log line: the report's wall-clock per job reads it when tracking is off.
     log.info("%s finished in %.1f s", stage.job_name(kwargs),
              time.perf_counter() - started)

@@ -11,6 +11,7 @@ the key path that holds it, e.g. ``sae.sizes[2]: must be >= 64, got -5``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -98,7 +99,7 @@ class ActivationParams:
 
 @dataclass(frozen=True)
 class SAEParams:
-    architecture: str
+    architectures: tuple[str, ...]
     sizes: tuple[int, ...]
     k: int
     lr: float
@@ -116,6 +117,13 @@ class SAEParams:
     b_dec_init: str
     checkpoint_every: int
     exclude_outliers: bool
+    # Not a key of params.yaml: the architecture one job works on (``Params.for_architecture``,
+    # from its --arch wildcard); the first of ``architectures`` until a job picks one.
+    architecture: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.architecture:
+            object.__setattr__(self, "architecture", self.architectures[0])
 
 
 @dataclass(frozen=True)
@@ -167,6 +175,15 @@ class Params:
         for part in key.split("."):
             node = node[part]
         return node
+
+    def for_architecture(self, architecture: str) -> "Params":
+        """This parameter set as one job of the ``arch`` wildcard sees it: ``sae.architecture`` is
+        ``architecture`` (which must be listed in ``sae.architectures``). Nothing else changes, the
+        hash included: the architecture is a wildcard, like the layer, not a parameter."""
+        if architecture not in self.sae.architectures:
+            raise ParamsError(f"--arch: {architecture!r} is not listed in sae.architectures "
+                              f"{list(self.sae.architectures)}")
+        return dataclasses.replace(self, sae=dataclasses.replace(self.sae, architecture=architecture))
 
     def hash(self, keys: Iterable[str] | None = None) -> str:
         """Stable short hash of the whole parameter set, or of the given dotted keys."""
@@ -310,14 +327,15 @@ def _semantic_errors(raw: Mapping[str, Any]) -> list[str]:
     k = raw["sae"]["k"]
     if sizes and k >= min(sizes):
         errs.append(f"sae.k: must be smaller than the smallest dictionary size {min(sizes)}, got {k}")
-    if raw["sae"]["architecture"] == "matryoshka":
+    architectures = raw["sae"]["architectures"]
+    if "matryoshka" in architectures:
         for n in sizes:
             try:
                 matryoshka_prefixes(raw["sae"]["matryoshka_fractions"], n)
             except ValueError as exc:
                 errs.append(f"sae.matryoshka_fractions: {exc}")
                 break
-    if sizes and raw["sae"]["architecture"] in ("topk", "batchtopk", "matryoshka") and raw["sae"]["auxk_k"] > min(sizes):
+    if sizes and {"topk", "batchtopk", "matryoshka"} & set(architectures) and raw["sae"]["auxk_k"] > min(sizes):
         errs.append(f"sae.auxk_k: must be at most the smallest dictionary size {min(sizes)} (AuxK picks "
                     f"that many dead latents), got {raw['sae']['auxk_k']}")
     if raw["sae"]["batch_size"] > raw["corpus"]["train_tokens"]:
@@ -350,6 +368,10 @@ def validate(raw: Any, origin: str = "params") -> dict[str, Any]:
         raise ParamsError(f"{origin}: must be a YAML mapping of sections, got {type(raw).__name__}")
     schema = load_schema()
     errs = schema_errors(raw, schema)
+    sae = raw.get("sae")
+    if isinstance(sae, dict) and "architecture" in sae:  # the key before architectures were a wildcard
+        errs = [e for e in errs if not e.startswith("sae.architecture:")]
+        errs.append(f"sae.architecture: replaced by sae.architectures, a list (e.g. [{sae['architecture']}])")
     if errs:
         raise ParamsError(_format(origin, errs))
     filled = _fill_defaults(copy.deepcopy(raw), schema)
@@ -391,6 +413,7 @@ def from_mapping(raw: Any, origin: str = "params") -> Params:
     model["layers"] = tuple(model["layers"])
     sae = dict(data["sae"])
     sae["sizes"] = tuple(sae["sizes"])
+    sae["architectures"] = tuple(sae["architectures"])
     sae["matryoshka_fractions"] = tuple(float(f) for f in sae["matryoshka_fractions"])
     for key in ("lr", "decay_fraction", "auxk_alpha", "l1_coefficient"):
         sae[key] = float(sae[key])

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from saeatlas.activations import ActivationStore
 from saeatlas.sae.model import SAE
+from saeatlas.sae.sparse import SparseCode
 from saeatlas.progress import bar as progress_bar
 
 
@@ -62,8 +63,15 @@ def _batches_with_mask(store: ActivationStore, batch_size: int,
 @torch.no_grad()
 def reconstruction_metrics(sae: SAE, store: ActivationStore, batch_size: int, dense_threshold: float,
                            device: torch.device, progress: bool = True) -> tuple[dict[str, float], np.ndarray]:
-    """One pass over the store. Returns flat metrics and each latent's firing count (ordinary rows)."""
+    """One pass over the store. Returns flat metrics and each latent's firing count (ordinary rows).
+
+    A Matryoshka SAE also reports each inner prefix as the dictionary it nests (``prefix<m>.fvu``,
+    ``prefix<m>.l0``): its code kept to latents below ``m``, decoded with the same ``b_dec``. That
+    is the smaller SAE the full one contains, read beside the separately trained sizes."""
     ordinary, every = _Moments(), _Moments()
+    prefixes = tuple(getattr(sae, "prefixes", ()))
+    nested = {m: _Moments() for m in prefixes}
+    nested_active = dict.fromkeys(prefixes, 0)
     counts = torch.zeros(sae.n_latents, dtype=torch.int64, device=device)
     active_total = 0
     bar = progress_bar(total=store.n_tokens, desc="reconstruction", show=progress, unit="tok", unit_scale=True)
@@ -74,6 +82,10 @@ def reconstruction_metrics(sae: SAE, store: ActivationStore, batch_size: int, de
         ordinary.add(x[mask], x_hat[mask])
         active = code.active()[mask]
         active_total += int(active.sum())
+        for m in prefixes:
+            inside = code.indices < m
+            nested[m].add(x[mask], sae.decode(SparseCode(code.values * inside, code.indices))[mask])
+            nested_active[m] += int((active & inside[mask]).sum())
         counts += torch.bincount(code.indices[mask][active], minlength=sae.n_latents)
         bar.update(x.shape[0])
     bar.close()
@@ -94,6 +106,9 @@ def reconstruction_metrics(sae: SAE, store: ActivationStore, batch_size: int, de
         "dense_fraction": float((density > dense_threshold).mean()),
         "alive_latents": int((counts_np > 0).sum()),
     }
+    for m in prefixes:
+        metrics[f"prefix{m}.fvu"] = nested[m].fvu()
+        metrics[f"prefix{m}.l0"] = nested_active[m] / max(n, 1)
     return metrics, counts_np
 
 

@@ -21,7 +21,9 @@ PARAMS_FILE = "params.yaml"
 PACKAGE = "saeatlas"
 CODE = "src/saeatlas/"
 # Each wildcard and the params.yaml list it ranges over.
-WILDCARD_LISTS = {"layer": "model.layers", "size": "sae.sizes"}
+WILDCARD_LISTS = {"layer": "model.layers", "arch": "sae.architectures", "size": "sae.sizes"}
+# What each wildcard's value may look like (Snakemake's constraints; the CLI's argument types).
+WILDCARD_PATTERNS = {"layer": r"\d+", "arch": r"[a-z]+", "size": r"\d+"}
 # Modules no stage's outputs depend on: the table itself (its effect on a stage is the stage's
 # command, paths and params, which DVC and Snakemake compare directly) and the CLI's dispatch.
 NOT_CODE_DEPS = (f"{PACKAGE}.pipeline", f"{PACKAGE}.graph", f"{PACKAGE}.cli", f"{PACKAGE}.__main__")
@@ -82,7 +84,7 @@ class Stage:
     params: tuple[str, ...]
     inputs: tuple[Ref, ...] = ()
     outputs: tuple[Output, ...] = ()
-    wildcards: tuple[str, ...] = ()  # one job per combination, e.g. ("layer", "size")
+    wildcards: tuple[str, ...] = ()  # one job per combination, e.g. ("layer", "arch", "size")
     resources: Resources = field(default_factory=Resources)
     data: tuple[str, ...] = ()  # package data folders it reads, relative to src/saeatlas/
     # Modules it imports by name at run time (``import_module``), which the import scan cannot see.
@@ -119,7 +121,7 @@ class Stage:
         return gather_dir(output.path, self.wildcards) if self.spread(output) else output.path
 
     def job_name(self, values: Mapping[str, Any]) -> str:
-        """DVC's name of one job: ``stage`` or ``stage@<layer>[-<size>]`` (its matrix naming)."""
+        """DVC's name of one job: ``stage`` or ``stage@<layer>[-<arch>][-<size>]`` (its matrix naming)."""
         return self.name + ("@" + "-".join(str(values[w]) for w in self.wildcards) if self.wildcards else "")
 
     def log_path(self) -> str:

@@ -7,8 +7,10 @@ rules (``workflow/rules/stages.smk`` loops over the table), ``dvc.yaml`` (genera
 (the import closure of its module) and the jobs' resources. So the two front-ends cannot drift
 apart: same stages, same commands, same inputs, outputs, params keys and code.
 
-Paths are templates: ``{model}`` is ``model.name``; ``{layer}`` ranges over ``model.layers`` and
-``{size}`` over ``sae.sizes`` (Snakemake wildcards, DVC ``matrix``).
+Paths are templates: ``{model}`` is ``model.name``; ``{layer}`` ranges over ``model.layers``,
+``{arch}`` over ``sae.architectures`` and ``{size}`` over ``sae.sizes`` (Snakemake wildcards, DVC
+``matrix``). Every SAE is one (layer, architecture, size); an analysis comparing sizes runs per
+(layer, architecture).
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from dataclasses import fields
 from saeatlas.config import SAEParams
 from saeatlas.graph import Output, Ref, Resources, Shown, Stage, gather_dir
 
-SAE_DIR = "results/saes/{model}/layer{layer}/n{size}"
-FEATURES_DIR = "results/features/{model}/layer{layer}/n{size}"
+SAE_DIR = "results/saes/{model}/layer{layer}/{arch}/n{size}"
+FEATURES_DIR = "results/features/{model}/layer{layer}/{arch}/n{size}"
 # The codes and dictionary directions the analyses read; apart from the browser tables, so that a
 # change to how examples are shown does not re-run the analyses.
-CODES_DIR = "results/codes/{model}/layer{layer}/n{size}"
-# every sae.* key but the list of sizes: adding a size must not retrain the others
-SAE_TRAINING_PARAMS = tuple(f"sae.{f.name}" for f in fields(SAEParams) if f.name != "sizes")
+CODES_DIR = "results/codes/{model}/layer{layer}/{arch}/n{size}"
+# every sae.* key but the lists of sizes and architectures (adding one must not retrain the
+# others) and the job's own architecture (its wildcard, not a key of params.yaml)
+SAE_TRAINING_PARAMS = tuple(f"sae.{f.name}" for f in fields(SAEParams)
+                            if f.name not in ("sizes", "architectures", "architecture"))
 HEAVY = Resources(gpu=True, cpus=8, mem_mb=16000, runtime=60)
 MODEL = Ref("model", "checkpoint")
 STORE = Ref("activations", "store")
@@ -35,7 +39,7 @@ CODES = Ref("features", "codes")
 def analysis_outputs(name: str, per_size: bool = False) -> tuple[Output, ...]:
     """An analysis writes one directory and a metrics file beside it (DVC refuses a metrics file
     inside a tracked directory): per layer, or per layer and size."""
-    path = f"results/analysis/{name}/{{model}}/layer{{layer}}" + ("/n{size}" if per_size else "")
+    path = f"results/analysis/{name}/{{model}}/layer{{layer}}/{{arch}}" + ("/n{size}" if per_size else "")
     shown = Shown(f"{name}.rst", "Analyses", patterns=("figures/{figure}.png",))
     return (Output("report", path, directory=True, shown=shown), Output("metrics", path + ".metrics.json", metric=True))
 
@@ -49,7 +53,7 @@ def analysis(name: str, help: str, params: tuple[str, ...], inputs: tuple[Ref, .
     """The row of an analysis: its code in ``analysis/<name>/``, its params in section ``<name>``."""
     return Stage(name=name, help=help, run=f"saeatlas.analysis.{name}.stage:run", params=(name, *params),
                  inputs=inputs, outputs=analysis_outputs(name, per_size),
-                 wildcards=("layer", "size") if per_size else ("layer",), resources=resources,
+                 wildcards=("layer", "arch", "size") if per_size else ("layer", "arch"), resources=resources,
                  data=(*data, PUBLISHED))
 
 
@@ -111,19 +115,19 @@ ROWS: tuple[Stage, ...] = (
           Output("curve", SAE_DIR + "/training_log.csv", plot={"x": "tokens", "y": "fvu"},
                  shown=Shown("training_log.rst", "Training")),
           Output("metrics", SAE_DIR + "/train_metrics.json", metric=True)),
-         ("layer", "size"), Resources(gpu=True, cpus=8, mem_mb=32000, runtime=240)),
+         ("layer", "arch", "size"), Resources(gpu=True, cpus=8, mem_mb=32000, runtime=240)),
     core("evaluate", "Evaluate one SAE on held-out tokens: FVU, L0, dead/dense, density, spliced CE/KL.",
          ("evaluate", "model.dtype"), (*SAE, STORE, MODEL, Ref("corpus", "eval_contexts")),
          (Output("metrics", SAE_DIR + "/metrics.json", metric=True),
           Output("density", SAE_DIR + "/density_histogram.csv", plot={"x": "log10_density", "y": "latents"},
                  shown=Shown("density.rst", "Quality"))),
-         ("layer", "size"), HEAVY),
+         ("layer", "arch", "size"), HEAVY),
     core("features", "Encode the held-out tokens once; per-feature density, top and sampled contexts, logit lens.",
          ("features", "model.dtype"), (*SAE, STORE, MODEL),
          (Output("codes", CODES_DIR, directory=True), Output("features", FEATURES_DIR + "/features.parquet"),
           Output("contexts", FEATURES_DIR + "/contexts.parquet"),
           Output("metrics", FEATURES_DIR + "/metrics.json", metric=True)),
-         ("layer", "size"), HEAVY),
+         ("layer", "arch", "size"), HEAVY),
     analysis("splitting", "Match features across adjacent dictionary sizes; split families, "
              "identical/split/novel fractions vs nulls.", ("sae.sizes",), (Ref("features", "codes", gather=True),)),
     analysis("scaling", "Alive/dead/density power laws in dictionary size; feature completeness of shipped "

@@ -8,7 +8,7 @@ from snakemake.utils import validate
 from snakemake.exceptions import WorkflowError
 
 from saeatlas import config as saeatlas_config
-from saeatlas.graph import PARAMS_FILE, WILDCARD_LISTS, code_files, gathered_wildcards
+from saeatlas.graph import PARAMS_FILE, WILDCARD_LISTS, WILDCARD_PATTERNS, code_files, gathered_wildcards
 from saeatlas.pipeline import STAGE, input_templates
 
 
@@ -115,7 +115,7 @@ def stage_resources(name):
 
 
 def stage_constraints(name):
-    return {w: r"\d+" for w in STAGE[name].wildcards}
+    return {w: WILDCARD_PATTERNS[w] for w in STAGE[name].wildcards}
 
 
 def dvc_job_name(job):

@@ -19,8 +19,11 @@ from saeatlas.report.render import Placed
 Paths = Callable[..., Path]  # (stage, output, **wildcards) -> path
 
 
-def analysis_sections(layer: int, sizes: tuple[int, ...], analyses: tuple[Any, ...], where: Paths) -> list[Placed]:
-    """Each analysis's section from its written metrics and folder (per size where it runs per size)."""
+def analysis_sections(layer: int, sizes: tuple[int, ...], analyses: tuple[Any, ...], where: Paths,
+                      key: int | str | None = None) -> list[Placed]:
+    """Each analysis's section from its written metrics and folder (per size where it runs per size).
+    ``key`` names the block in slugs and links (``block_key``: the layer, or layer and architecture)."""
+    key = layer if key is None else key
     placed = []
     for stage in analyses:
         section_of = import_module(f"saeatlas.analysis.{stage.name}.section").section
@@ -28,12 +31,18 @@ def analysis_sections(layer: int, sizes: tuple[int, ...], analyses: tuple[Any, .
             wildcards = {"layer": layer} if size is None else {"layer": layer, "size": size}
             folder = where(stage.name, "report", **wildcards)
             section: Section = section_of(read_json(where(stage.name, "metrics", **wildcards)), folder)
-            slug = f"layer{layer}/{stage.name}" + ("" if size is None else f"/n{size}")
+            slug = f"layer{key}/{stage.name}" + ("" if size is None else f"/n{size}")
             if size is not None:
                 section = dataclasses.replace(section, title=f"{section.title} (n = {size})",
                                               order=section.order + sizes.index(size) / 100)
-            placed.append(Placed(section, folder, slug, layer))
+            placed.append(Placed(section, folder, slug, key))
     return placed
+
+
+def block_key(layer: int, architecture: str, architectures: tuple[str, ...]) -> int | str:
+    """How the report and the browser name one (layer, architecture) block: the layer alone in a
+    study of one architecture (its links and anchors as they always were), else ``<layer>-<arch>``."""
+    return layer if len(architectures) == 1 else f"{layer}-{architecture}"
 
 
 def top_tokens(contexts: Path, vocabulary: Callable[[int], str], per_feature: int = 3) -> dict[int, str]:

@@ -56,7 +56,7 @@ class SizeInputs:
 class LayerInputs:
     """One layer: its sizes (ascending) and the cross-size tables of the analyses (None: not run)."""
 
-    layer: int
+    layer: int | str  # the layer, or "<layer>-<arch>" in a study of several architectures (assemble.block_key)
     sizes: tuple[SizeInputs, ...]
     matches: Path | None
     neighbours: Path | None
@@ -135,7 +135,7 @@ def size_data(si: SizeInputs, layer: LayerInputs, tables: dict[str, Any]) -> Siz
                     neurons=neurons_for(existing(si.neurons), n))
 
 
-def write_size(out: Path, layer: int, data: SizeData, words: list[str], raw: list[bytes]) -> dict[str, Any]:
+def write_size(out: Path, layer: int | str, data: SizeData, words: list[str], raw: list[bytes]) -> dict[str, Any]:
     """The chunk files and the search index of one size; its line in ``sizes.js``."""
     folder = out / "data" / f"layer{layer}" / f"n{data.size}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -96,9 +96,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     params = load_params(Path(args.params))
-    where = lambda stage, output, **w: path(stage, output, params, **w)  # noqa: E731
-    for layer in params.model.layers:
-        print(f"Layer {layer}\n\n" + markdown(comparison_rows(layer, sizes(params, "report"), ANALYSES, where)))
+    for arch in params.sae.architectures:
+        job = params.for_architecture(arch)
+        where = lambda stage, output, **w: path(stage, output, job, **w)  # noqa: E731
+        for layer in params.model.layers:
+            print(f"Layer {layer}, {arch}\n\n" + markdown(comparison_rows(layer, sizes(params, "report"), ANALYSES,
+                                                                          where)))
 
 
 if __name__ == "__main__":

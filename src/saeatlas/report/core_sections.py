@@ -75,8 +75,12 @@ def _quality_rows(sizes: tuple[int, ...], sae_dir: Any) -> list[dict[str, Any]]:
     return rows
 
 
+ARCHITECTURE_NAMES = {"topk": "TopK", "batchtopk": "BatchTopK", "matryoshka": "Matryoshka (BatchTopK)",
+                      "relu": "ReLU (L1)"}
+
+
 def quality_section(layer: int, sizes: tuple[int, ...], sae_dir: Any, activation_metrics: Mapping[str, Any],
-                    out_dir: Path) -> tuple[Section, list[dict[str, Any]]]:
+                    out_dir: Path, architecture: str = "topk") -> tuple[Section, list[dict[str, Any]]]:
     """Training curves, held-out quality per size and the massive-activation exclusion, stated."""
     rows = _quality_rows(sizes, sae_dir)
     write_csv_atomic(out_dir / "quality.csv", rows, QUALITY_COLUMNS)
@@ -89,7 +93,7 @@ def quality_section(layer: int, sizes: tuple[int, ...], sae_dir: Any, activation
     tokens = metric(activation_metrics, "train.tokens")
     largest, smallest = rows[-1], rows[0]
     summary = (
-        f"{len(sizes)} TopK SAEs on layer {layer}, held-out FVU from {_g(smallest['fvu'])} (n = {smallest['size']}) "
+        f"{len(sizes)} {ARCHITECTURE_NAMES[architecture]} SAEs on layer {layer}, held-out FVU from {_g(smallest['fvu'])} (n = {smallest['size']}) "
         f"to {_g(largest['fvu'])} (n = {largest['size']}); CE loss recovered {_g(smallest['ce_loss_recovered'])} to "
         f"{_g(largest['ce_loss_recovered'])}. Massive activations: {_g(outliers)} of {_g(tokens)} training rows "
         f"(norm > outlier_factor x median) carry {_g(share)} of the summed squared norm; they are excluded from "

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 from saeatlas.analysis.common.published import load
 from saeatlas.analysis.common.section import Figure, Number, Section, Table, metric
 from saeatlas.artifacts import write_csv_atomic
-from saeatlas.report.core_sections import read_json
+from saeatlas.report.core_sections import ARCHITECTURE_NAMES, read_json
 
 Paths = Callable[..., Path]  # (stage, output, **wildcards) -> path
 COLUMNS = ("layer", "relative_depth", "slope", "slope_ci_low", "slope_ci_high", "slope_gaussian",
@@ -148,7 +148,8 @@ def depth_figure(rows: list[dict[str, Any]], path: Path, size: int, lobes_k: int
     fig.savefig(path, dpi=110)
 
 
-def depth_section(rows: list[dict[str, Any]], out_dir: Path, size: int, lobes_k: int) -> Section:
+def depth_section(rows: list[dict[str, Any]], out_dir: Path, size: int, lobes_k: int,
+                  architecture: str = "TopK") -> Section:
     """The section: the table, the figure and the verdicts on a middle-layer peak."""
     write_csv_atomic(out_dir / "depth.csv", rows, COLUMNS)
     depth_figure(rows, out_dir / "depth.png", size, lobes_k)
@@ -157,7 +158,7 @@ def depth_section(rows: list[dict[str, Any]], out_dir: Path, size: int, lobes_k:
     numbers = tuple(Number(f"slope (published window), layer {r['layer']}", r["slope_goc"], null=r["slope_goc_gaussian"],
                            ci=None if r["slope_goc_ci_low"] is None else (r["slope_goc_ci_low"], r["slope_goc_ci_high"]))
                     for r in rows)
-    summary = (f"{len(rows)} layers, one dictionary of {size} latents each. GoC (Gemma-2-2B) find the slope and the "
+    summary = (f"{len(rows)} layers, one {architecture} dictionary of {size} latents each. GoC (Gemma-2-2B) find the slope and the "
                "clustering entropy rising to a middle layer and falling again; here: " + "; ".join(verdicts) + ".")
     return Section(title="Across depth", summary=summary, numbers=numbers, order=5,
                    figures=(Figure("depth.png", f"Against relative depth: the spectrum slope over our window and the "
@@ -186,7 +187,9 @@ def build(params: Any, out_dir: Path) -> Section:
     n_layers = json.loads(info.read_text())["n_layers"]
     where = lambda stage, output, **w: path(stage, output, params, **w)  # noqa: E731
     out_dir.mkdir(parents=True, exist_ok=True)
-    return depth_section(depth_rows(params.model.layers, n_layers, size, lobes_k, where), out_dir, size, lobes_k)
+    # a study of several architectures: its first one (the section is about depth, not objectives)
+    return depth_section(depth_rows(params.model.layers, n_layers, size, lobes_k, where), out_dir, size, lobes_k,
+                         ARCHITECTURE_NAMES[params.sae.architecture])
 
 
 def targets(params: Any) -> list[str]:

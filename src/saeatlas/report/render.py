@@ -28,7 +28,7 @@ class Placed:
     section: Section
     source: Path
     slug: str
-    layer: int | None
+    layer: int | str | None  # the block's key (``assemble.block_key``)
 
 
 def plotly_js() -> Path:

@@ -41,7 +41,7 @@ class TrainConfig:
     """One SAE's training settings: the ``sae:`` section of params.yaml (``from_params``) plus the
     dictionary size. Defaults (for tests and benchmarks) are the schema's documented ones."""
 
-    architecture: str = _SAE["architecture"]
+    architecture: str = _SAE["architectures"][0]
     n_latents: int = _SAE["sizes"][0]
     k: int = _SAE["k"]
     lr: float = _SAE["lr"]

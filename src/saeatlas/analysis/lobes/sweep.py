@@ -33,7 +33,8 @@ from saeatlas.analysis.lobes.spectral import angular_affinity, kmeans_labels, sp
 from saeatlas.analysis.common.threads import limit_threads
 
 
-def load_inputs(params_path: Path, layer: int | None, size: int) -> tuple[LobesConfig, LobesInputs]:
+def load_inputs(params_path: Path, layer: int | None, size: int,
+                arch: str | None = None) -> tuple[LobesConfig, LobesInputs]:
     """The study's evaluation codes (in memory: ~100k rows x 32 codes), decoder and document ids,
     with paths resolved against the params file's folder; nothing is written there."""
     from saeatlas.activations import ActivationStore
@@ -42,6 +43,7 @@ def load_inputs(params_path: Path, layer: int | None, size: int) -> tuple[LobesC
     from saeatlas.config import load
 
     params = load(params_path)
+    params = params.for_architecture(arch or params.sae.architectures[0])
     root = params_path.resolve().parent
     layer = params.model.layers[0] if layer is None else layer
     store = ActivationStore.open(root / store_dir(params, layer, "eval"))
@@ -104,13 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", type=Path, required=True, help="the study's params.yaml (read-only)")
     ap.add_argument("--size", type=int, required=True)
     ap.add_argument("--layer", type=int, default=None)
+    ap.add_argument("--arch", default=None, help="one of sae.architectures (default: the first)")
     ap.add_argument("--out", type=Path, required=True, help="CSV to write")
     ap.add_argument("--windows", default="128,256,512,1024")
     ap.add_argument("--fractions", default="0.25,0.5,1")
     ap.add_argument("--thresholds", default="0.1,0.3")
     ap.add_argument("--ks", default="2,16,128,256")
     args = ap.parse_args(argv)
-    cfg, inputs = load_inputs(args.params, args.layer, args.size)
+    cfg, inputs = load_inputs(args.params, args.layer, args.size, args.arch)
     ks = sorted(int(x) for x in args.ks.split(","))
     t0 = time.perf_counter()
     alive, geo = geometric_labels(cfg, inputs, ks)

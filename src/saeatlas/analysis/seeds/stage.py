@@ -57,7 +57,7 @@ def _trained(params: Params, layer: int, size: int, seed: int, store: Any, devic
     # private, imported as is: renaming it would change train_sae's code and so invalidate every trained SAE
     from saeatlas.stages.train_sae import _export_metadata as export_metadata
 
-    out = CACHE / params.model.name / f"layer{layer}" / f"seed{seed}" / f"n{size}"
+    out = CACHE / params.model.name / f"layer{layer}" / params.sae.architecture / f"seed{seed}" / f"n{size}"
     binding = {"store_manifest_sha256": sha256_file(store.path / MANIFEST),
                "params": params.hash(STAGE["train_sae"].params), "seed": str(seed)}
     recorded = _read_binding(out / "binding.json")
@@ -156,7 +156,8 @@ def run(params: Params, layer: int, device: str = "auto") -> dict[str, float]:
                                       lambda n: codes_dir(params, layer, n), eval_store, torch_device)}
         for seed in cfg.extra:
             saes = {n: _trained(params, layer, n, seed, train_store, torch_device) for n in ns}
-            scratch = CACHE / params.model.name / f"layer{layer}" / f"seed{seed}" / "codes.partial"
+            scratch = (CACHE / params.model.name / f"layer{layer}" / params.sae.architecture / f"seed{seed}"
+                       / "codes.partial")
             shutil.rmtree(scratch, ignore_errors=True)
             for n in ns:  # the held-out codes of the replica, as the features stage encodes them
                 sae, _ = load_sae(saes[n], torch_device)

@@ -230,8 +230,9 @@ function runSearch(q) {
 function requested() {
   var p = new URLSearchParams(window.location.search);
   var layers = SA.index.layers;
-  var layerNo = p.get("layer") ? Number(p.get("layer")) : (layers[0] && layers[0].layer);
-  var layer = layers.filter(function (l) { return l.layer === layerNo; })[0];
+  // a layer number, or "<layer>-<architecture>" in a study of several architectures
+  var layerKey = p.get("layer") ? p.get("layer") : (layers[0] && String(layers[0].layer));
+  var layer = layers.filter(function (l) { return String(l.layer) === layerKey; })[0];
   if (!layer) { return {error: "This study has no layer " + p.get("layer") + "."}; }
   var size = Number(p.get("size"));
   var entry = layer.sizes.filter(function (s) { return s.size === size; })[0];
