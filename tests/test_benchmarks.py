@@ -43,7 +43,7 @@ def test_activation_store_prints_throughput_and_rss_ratio() -> None:
 def test_sae_train_prints_speedup_against_the_peer(tmp_path: Path) -> None:
     pytest.importorskip("sparsify")
     out = bench("sae_train.py", "--store", str(tmp_path / "none"), "--sizes", "256", "--repeats", "1",
-                "--budget-steps", "2", "--roofline-seconds", "0.2")
+                "--warmup", "1", "--budget-steps", "2", "--roofline-seconds", "0.2")
     assert "synthetic" in out and "held-out FVU after 8192 tokens at n=256" in out
     last = out.strip().splitlines()[-1]
     assert last.startswith("speedup vs eai-sparsify: ") and float(last.split(": ")[1]) > 0

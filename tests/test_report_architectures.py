@@ -96,7 +96,7 @@ def test_the_report_places_one_section_per_layer(tmp_path: Path, params: config.
     monkeypatch.chdir(tmp_path)
     block = _architectures_block(params, 15, tmp_path / "scratch", tmp_path / "site")
     (item,) = block["sections"]
-    assert item["slug"] == "architectures/layer15" and item["section"].title == "Across architectures (layer 15)"
+    assert item["slug"] == "architectures/layer15" and item["section"].title == "Across architectures"
     assert "absorption rate at n = 512" in item["section"].summary
     assert (tmp_path / "site" / item["files"]["figures"][0]["image"]).stat().st_size > 10_000
     csv_text = (tmp_path / "site" / "figures" / "architectures" / "layer15" / "architectures.csv").read_text()

@@ -55,11 +55,12 @@ def architecture_rows(architectures: Sequence[str], sizes: Sequence[int], lobes_
             pair = f"pair_{ordered[i - 1]}_{size}." if i else None
             split = read("splitting", "metrics", arch) if pair else {}
             row.update({k: metric(split, pair + k) if pair else None for k in SPLITTING})
-            row.update({k: metric(absorption, f"n{size}.{k}") for k in
-                        ("absorption_rate", "absorption_rate_ci_low", "absorption_rate_ci_high", "absorption_rate_null")})
+            row.update({k: metric(absorption, f"n{size}.{k}") for k in ("absorption_rate", "absorption_rate_ci_low",
+                                                                         "absorption_rate_ci_high", "absorption_rate_null")})
             row.update({k: metric(galaxy, f"n{size}.{k}") for k in
                         ("slope_goc", "slope_goc_ci_low", "slope_goc_ci_high", "slope_goc_gaussian")})
-            row.update({"ami": metric(lobes, f"k{lobes_k}.ami"), "ami_null_mean": metric(lobes, f"k{lobes_k}.ami_null_mean"),
+            row.update({"ami": metric(lobes, f"k{lobes_k}.ami"),
+                        "ami_null_mean": metric(lobes, f"k{lobes_k}.ami_null_mean"),
                         "completeness_freq50_times_alive": metric(scaling, "completeness.freq50_times_alive")})
             rows.append(row)
     return rows
@@ -75,7 +76,8 @@ def verdict(rows: list[dict[str, Any]], size: int, column: str, interval: tuple[
     base = at[0]
     parts = []
     for r in at[1:]:
-        text = f"{ARCHITECTURE_NAMES[r['architecture']]} {r[column]:.3g} vs {ARCHITECTURE_NAMES[base['architecture']]} {base[column]:.3g}"
+        text = (f"{ARCHITECTURE_NAMES[r['architecture']]} {r[column]:.3g} vs "
+                f"{ARCHITECTURE_NAMES[base['architecture']]} {base[column]:.3g}")
         if interval and all(x[k] is not None for x in (r, base) for k in interval):
             apart = r[interval[0]] > base[interval[1]] or base[interval[0]] > r[interval[1]]
             text += " (intervals do not overlap: differs)" if apart else " (intervals overlap: no difference shown)"
@@ -134,7 +136,7 @@ def architecture_section(rows: list[dict[str, Any]], out_dir: Path, layer: int, 
     names = ", ".join(ARCHITECTURE_NAMES[a] for a in dict.fromkeys(r["architecture"] for r in rows))
     summary = (f"{names} trained on the same layer-{layer} tokens at sizes {', '.join(map(str, sizes))}; "
                f"the same analyses read each. At the largest size: " + "; ".join(verdicts) + ".")
-    return Section(title=f"Across architectures (layer {layer})", summary=summary, numbers=numbers, order=6,
+    return Section(title="Across architectures", summary=summary, numbers=numbers, order=6,
                    figures=(Figure("architectures.png", "Against dictionary size, one colour per architecture "
                                    "(95% intervals as error bars where estimated): held-out FVU; absorption rate with "
                                    "its random-direction null (crosses, dotted); the spectrum slope over the published "

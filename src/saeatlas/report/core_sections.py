@@ -93,7 +93,8 @@ def quality_section(layer: int, sizes: tuple[int, ...], sae_dir: Any, activation
     tokens = metric(activation_metrics, "train.tokens")
     largest, smallest = rows[-1], rows[0]
     summary = (
-        f"{len(sizes)} {ARCHITECTURE_NAMES[architecture]} SAEs on layer {layer}, held-out FVU from {_g(smallest['fvu'])} (n = {smallest['size']}) "
+        f"{len(sizes)} {ARCHITECTURE_NAMES[architecture]} SAEs on layer {layer}, held-out FVU from "
+        f"{_g(smallest['fvu'])} (n = {smallest['size']}) "
         f"to {_g(largest['fvu'])} (n = {largest['size']}); CE loss recovered {_g(smallest['ce_loss_recovered'])} to "
         f"{_g(largest['ce_loss_recovered'])}. Massive activations: {_g(outliers)} of {_g(tokens)} training rows "
         f"(norm > outlier_factor x median) carry {_g(share)} of the summed squared norm; they are excluded from "

@@ -154,7 +154,7 @@ def _study_block(section: Any, folder: Path, slug: str, partial: Path, label: st
     from saeatlas.report.render import Placed, place_files
 
     placed = Placed(section, folder, slug, None)
-    return {"layer": label, "sections": [{"section": placed.section, "slug": placed.slug,
+    return {"layer": label, "label": label, "sections": [{"section": placed.section, "slug": placed.slug,
                                           "anchor": slug_anchor(placed.slug), "files": place_files(placed, partial),
                                           "sizes_table": None}]}
 
@@ -171,7 +171,8 @@ def _architectures_block(params: Params, layer: int, scratch: Path, partial: Pat
     from saeatlas.report.architectures import build
 
     folder = scratch / f"architectures-layer{layer}"
-    return _study_block(build(params, layer, folder), folder, f"architectures/layer{layer}", partial, str(layer))
+    return _study_block(build(params, layer, folder), folder, f"architectures/layer{layer}", partial,
+                        f"{layer}, every architecture")
 
 
 def _browser(params: Params, out: Path, tokenizer: Any) -> dict[str, Any]:
