@@ -348,12 +348,18 @@ def _semantic_errors(raw: Mapping[str, Any]) -> list[str]:
     return errs
 
 
+def valid_prefix_ends(ends: list[int], n_latents: int) -> bool:
+    """Matryoshka's inner prefix ends: strictly increasing, each in ``1..n_latents - 1`` (the
+    whole dictionary is always the last prefix). One rule for the params, the model and the import."""
+    return all(0 < m < n_latents for m in ends) and ends == sorted(set(ends))
+
+
 def matryoshka_prefixes(fractions: Any, n_latents: int) -> list[int]:
     """The inner prefix ends of a Matryoshka SAE of ``n_latents``: each fraction of ``n``, rounded
     to whole latents. Raises ValueError (naming ``n``) when rounding merges two prefixes or leaves
     one empty or whole, since a prefix the loss counts twice is not what the user asked for."""
     ends = [round(float(f) * n_latents) for f in fractions]
-    if any(not 0 < m < n_latents for m in ends) or ends != sorted(set(ends)):
+    if not valid_prefix_ends(ends, n_latents):
         raise ValueError(f"at n={n_latents} the fractions {list(fractions)} give prefix ends {ends}; "
                          f"they must be strictly increasing, each in 1..{n_latents - 1}")
     return ends

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 import torch.nn.functional as F
 
+from saeatlas.config import valid_prefix_ends
 from saeatlas.sae.model import Losses, TopKSAE, batch_fvu, register
 from saeatlas.sae.sparse import RaggedDecode, RaggedSelectedPreacts, SelectedPreacts, SparseCode, row_topk
 
@@ -132,8 +133,7 @@ class BatchTopKSAE(TopKSAE):
         keep = pre > self.threshold.clamp_min(0)
         width = max(int(keep.sum(dim=1).max()), 1) if pre.shape[0] else 1
         values, indices = torch.where(keep, pre, 0.0).topk(min(width, self.n_latents), dim=1, sorted=False)
-        shift = self.b_dec if self.apply_b_dec_to_input else torch.zeros_like(self.b_dec)
-        selected = SelectedPreacts.apply(x, shift, self.encoder, self.b_enc, indices, values)
+        selected = SelectedPreacts.apply(x, self.input_shift(), self.encoder, self.b_enc, indices, values)
         return SparseCode(selected * (values > 0), indices), pre
 
     def _batch_pick(self, x: torch.Tensor, pre: torch.Tensor) -> "RaggedCode":
@@ -147,8 +147,8 @@ class BatchTopKSAE(TopKSAE):
         order = torch.argsort(rows, stable=True)
         rows, cols, flat_values = rows[order], cols[order], flat_values[order].clamp_min(0)
         crow = ragged_offsets(rows, b)
-        shift = self.b_dec if self.apply_b_dec_to_input else torch.zeros_like(self.b_dec)
-        acts = F.relu(RaggedSelectedPreacts.apply(x, shift, self.encoder, self.b_enc, rows, cols, crow, flat_values))
+        acts = F.relu(RaggedSelectedPreacts.apply(x, self.input_shift(), self.encoder, self.b_enc, rows, cols, crow,
+                                                  flat_values))
         return RaggedCode(rows, cols, crow, acts)
 
     def _decode_ragged(self, code: "RaggedCode") -> torch.Tensor:
@@ -236,8 +236,9 @@ class MatryoshkaSAE(BatchTopKSAE):
         super().__init__(d_in, n_latents, k=k, auxk_k=auxk_k, auxk_alpha=auxk_alpha,
                          apply_b_dec_to_input=apply_b_dec_to_input)
         ends = [int(m) for m in prefixes]
-        if any(not 0 < m < n_latents for m in ends) or ends != sorted(set(ends)):
-            raise ValueError(f"Matryoshka prefixes must be strictly increasing, each in 1..{n_latents - 1}; got {ends}")
+        if not valid_prefix_ends(ends, n_latents):
+            raise ValueError(f"Matryoshka prefixes must be strictly increasing, each in 1..{n_latents - 1}; "
+                             f"got {ends}")
         self.prefixes = tuple(ends)
 
     def options(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from saeatlas.artifacts import write_json_atomic
+from saeatlas.config import valid_prefix_ends
 from saeatlas.errors import StoreError
 from saeatlas.sae.model import SAE, build
 
@@ -108,7 +109,7 @@ def _positive_int(cfg: dict[str, Any], key: str, path: Path) -> int:
 def _matryoshka_prefixes(metadata: dict[str, Any], d_sae: int, path: Path) -> list[int]:
     prefixes = metadata.get("matryoshka_prefixes")
     if (not isinstance(prefixes, list) or any(isinstance(m, bool) or not isinstance(m, int) for m in prefixes)
-            or any(not 0 < m < d_sae for m in prefixes) or prefixes != sorted(set(prefixes))):
+            or not valid_prefix_ends(prefixes, d_sae)):
         raise StoreError(f"{path}: metadata.matryoshka_prefixes: must be a strictly increasing list of "
                          f"integers in 1..{d_sae - 1}, got {prefixes!r}")
     return prefixes

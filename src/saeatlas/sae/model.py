@@ -103,6 +103,11 @@ class SAE(nn.Module):
             pre = inp @ self.encoder.t() if out is None else torch.mm(inp, self.encoder.t(), out=out)
             return pre.add_(self.b_enc)  # in place: addmm would first copy the bias into [B, n]
 
+    def input_shift(self) -> torch.Tensor:
+        """What the encoder subtracts from its input: ``b_dec``, or zeros for an SAE that does not
+        (``apply_b_dec_to_input``); the sparse backward kernels take it as an argument."""
+        return self.b_dec if self.apply_b_dec_to_input else torch.zeros_like(self.b_dec)
+
     def _scratch(self, x: torch.Tensor) -> torch.Tensor:
         """The reusable ``[B, n]`` pre-activation buffer for ``loss`` (not part of the state; one
         per module, so one module must not run ``loss`` from two threads at once)."""
@@ -161,8 +166,7 @@ class TopKSAE(SAE):
 
     def _select(self, x: torch.Tensor, pre: torch.Tensor, k: int) -> SparseCode:
         values, indices = row_topk(pre, k)
-        shift = self.b_dec if self.apply_b_dec_to_input else torch.zeros_like(self.b_dec)
-        selected = SelectedPreacts.apply(x, shift, self.encoder, self.b_enc, indices, values)
+        selected = SelectedPreacts.apply(x, self.input_shift(), self.encoder, self.b_enc, indices, values)
         return SparseCode(F.relu(selected), indices)
 
     def encode_with_preacts(self, x: torch.Tensor, out: torch.Tensor | None = None
