@@ -43,6 +43,9 @@ def plant(root: Path, params: config.Params) -> None:
         _write(where("splitting", "metrics"), {"pair_256_512.split_child_fraction": 0.2 if arch == "topk" else 0.1,
                                                "pair_256_512.split_child_fraction_null": 0.0})
         _write(where("galaxy", "metrics"), {"n512.slope_goc": 0.3, "n512.slope_goc_gaussian": 0.1})
+        if arch == "topk":  # the seeds stage retrained 256 only
+            _write(where("seeds", "metrics"), {"n256.fvu.sd": 0.004, "galaxy.largest.slope_goc.sd": 0.02,
+                                               "n_seeds": 3})
         for n in (256, 512):
             _write(where("evaluate", "metrics", size=n), {"fvu": 0.2 if n == 256 else 0.15, "l0": 16.0,
                                                            "dead_fraction": 0.0, "ce_loss_recovered": 0.9})
@@ -69,8 +72,13 @@ def test_rows_come_from_each_architectures_own_files(tmp_path: Path, params: con
     assert by["matryoshka", 512]["absorption_rate"] == 0.012 and by["topk", 512]["absorption_rate"] == 0.06
     assert by["topk", 512]["split_child_fraction"] == 0.2 and by["topk", 256]["split_child_fraction"] is None
     assert by["batchtopk", 256]["fvu"] == 0.2 and by["batchtopk", 256]["slope_goc"] is None  # not planted: empty
+    assert (by["topk", 256]["fvu_seed_sd"], by["topk", 256]["slope_goc_seed_sd"], by["topk", 256]["n_seeds"]) == \
+        (0.004, 0.02, 3)
+    assert by["topk", 512]["fvu_seed_sd"] is None and by["topk", 512]["slope_goc_seed_sd"] is None
+    assert by["batchtopk", 256]["fvu_seed_sd"] is None  # no seeds stage for it
     table = markdown(rows)
     assert table.count("\n") == 1 + len(rows) and "| matryoshka | 512 | 0.15 |" in table
+    assert "| topk | 256 | 0.2 ± 0.004 |" in table
 
 
 def test_verdict_says_differs_only_when_intervals_allow(tmp_path: Path, params: config.Params,

@@ -436,3 +436,79 @@ def test_random_dictionaries_and_wrong_thresholds_give_no_families(hierarchy: di
     out = run(strict, SplittingInputs((SMALL, LARGE), h["decoders"], h["codes"]))
     right, _, checkable = score_families(h, out)
     assert right <= 1 < checkable - 1
+
+
+# ------------------------------------------------------------------------------------------
+# Inside a Matryoshka SAE: the latents each prefix adds, against the prefix (prefixes.py)
+# ------------------------------------------------------------------------------------------
+
+
+def nested_dictionary(n_tok: int = 4000, seed: int = 3) -> tuple[np.ndarray, sparse.csr_matrix]:
+    """12 latents in d = 32, prefix [0, 4) = four parents (e0..e3), each firing on its own quarter
+    of the tokens. Added [4, 12): two split children of parent 0 (cos 0.6 to e0, firing inside
+    it), two pure children of parent 1 (orthogonal directions, firing inside it: what a
+    Matryoshka child looks like) and four unrelated latents firing on a fifth of all tokens."""
+    rng = np.random.default_rng(seed)
+    eye = np.eye(32, dtype=np.float32)
+    dec = np.stack([eye[0], eye[1], eye[2], eye[3],
+                    0.6 * eye[0] + 0.8 * eye[4], 0.6 * eye[0] + 0.8 * eye[5], eye[6], eye[7],
+                    eye[8], eye[9], eye[10], eye[11]])
+    quarter = rng.integers(0, 4, n_tok)
+    dense = np.zeros((n_tok, 12), dtype=np.float32)
+    for p in range(4):
+        dense[quarter == p, p] = 1.0
+    for j, parent in ((4, 0), (5, 0), (6, 1), (7, 1)):
+        inside = np.flatnonzero(quarter == parent)
+        dense[rng.choice(inside, len(inside) // 3, replace=False), j] = 1.0
+    for j in range(8, 12):
+        dense[rng.random(n_tok) < 0.2, j] = 1.0
+    return dec, sparse.csr_matrix(dense)
+
+
+def test_prefix_steps_classify_the_added_latents_by_direction_and_by_nesting() -> None:
+    from saeatlas.analysis.splitting.prefixes import prefix_steps
+
+    dec, codes = nested_dictionary()
+    met, rows = prefix_steps(HAND_CFG, dec, codes, (4, 12), np.random.default_rng(0))
+    p = "prefix_4_12."
+    assert met[p + "n_added"] == 8 and met[p + "n_added_alive"] == 8 and len(rows) == 1
+    assert met[p + "split_child_fraction"] == 0.25  # 4 and 5: one family of parent 0
+    assert met[p + "novel_fraction"] == 0.75  # 6, 7 (orthogonal children) and the four unrelated
+    assert met[p + "nested_fraction"] == 0.5  # 4-7 fire inside a parent
+    assert met[p + "nested_novel_fraction"] == 0.25  # 6 and 7: nested, yet novel by direction
+    # the null keeps firing rates and breaks the token correspondence: nothing stays nested
+    assert met[p + "nested_fraction_null"] == 0.0 and met[p + "split_child_fraction_null"] == 0.0
+    assert met["prefix_mean.nested_novel_fraction"] == 0.25 and rows[0]["step"] == "4->12"
+
+
+def test_prefix_steps_run_only_for_a_nested_sae_and_reach_the_section(tmp_path: Path) -> None:
+    dec, codes = nested_dictionary()
+    small = sparse.csr_matrix(codes[:, :4])
+    plain = SplittingInputs((4, 12), {4: dec[:4], 12: dec}, {4: small, 12: codes})
+    assert not any(k.startswith("prefix_") for k in run(HAND_CFG, plain).metrics)
+    out = run(HAND_CFG, replace(plain, prefixes=(4,)))
+    # the across-size pairs are the same numbers with or without the prefix steps (own null stream)
+    assert {k: v for k, v in out.metrics.items() if not k.startswith("prefix_")} == run(HAND_CFG, plain).metrics
+    assert out.metrics["prefix_4_12.nested_novel_fraction"] == 0.25 and len(out.tables["prefix_classes"]) == 1
+    write_output(out, tmp_path / "splitting", tmp_path / "metrics.json", "hash")
+    s = section(json.loads((tmp_path / "metrics.json").read_text()), tmp_path / "splitting")
+    assert s.missing_files(tmp_path / "splitting") == []
+    assert "Inside the largest (Matryoshka) SAE" in s.summary and "4→12" in s.summary
+    assert "nested but novel by direction: 0.25 (null 0)" in s.summary
+    with pytest.raises(ValueError, match="prefix ends"):
+        run(HAND_CFG, replace(plain, prefixes=(12,)))
+
+
+def test_the_stage_reads_the_prefixes_of_a_matryoshka_sae_only() -> None:
+    import yaml
+
+    from saeatlas import config
+    from saeatlas.analysis.splitting.stage import prefix_ends
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params/smoke.yaml").read_text())
+    raw["sae"]["architectures"] = ["topk", "batchtopk", "matryoshka"]
+    params = config.from_mapping(raw)
+    assert prefix_ends(params.for_architecture("topk"), 1024) == ()
+    assert prefix_ends(params.for_architecture("batchtopk"), 1024) == ()
+    assert prefix_ends(params.for_architecture("matryoshka"), 1024) == tuple(
+        round(f * 1024) for f in params.sae.matryoshka_fractions)

@@ -129,7 +129,8 @@ ROWS: tuple[Stage, ...] = (
           Output("metrics", FEATURES_DIR + "/metrics.json", metric=True)),
          ("layer", "arch", "size"), HEAVY),
     analysis("splitting", "Match features across adjacent dictionary sizes; split families, "
-             "identical/split/novel fractions vs nulls.", ("sae.sizes",), (Ref("features", "codes", gather=True),)),
+             "identical/split/novel fractions vs nulls; inside a Matryoshka SAE, across its nested prefixes.",
+             ("sae.sizes", "sae.matryoshka_fractions"), (Ref("features", "codes", gather=True),)),
     analysis("scaling", "Alive/dead/density power laws in dictionary size; feature completeness of shipped "
              "concept lists.", ("sae.sizes",),
              (STORE, Ref("corpus", "train_contexts"), MODEL, Ref("features", "codes", gather=True)),

@@ -25,7 +25,7 @@ COLUMNS = ("architecture", "size", "fvu", "l0", "dead_fraction", "ce_loss_recove
            "leask_novel_fraction", "leask_novel_fraction_null",
            "absorption_rate", "absorption_rate_ci_low", "absorption_rate_ci_high", "absorption_rate_null",
            "slope_goc", "slope_goc_ci_low", "slope_goc_ci_high", "slope_goc_gaussian",
-           "ami", "ami_null_mean", "completeness_freq50_times_alive")
+           "ami", "ami_null_mean", "completeness_freq50_times_alive", "fvu_seed_sd", "slope_goc_seed_sd", "n_seeds")
 # (column, metrics key under "pair_<smaller>_<size>.") of the splitting analysis, read for the
 # pair that ends at this size
 SPLITTING = ("split_child_fraction", "split_child_fraction_null", "novel_fraction", "novel_fraction_null",
@@ -40,11 +40,16 @@ VERDICTS = (("fvu", None, "held-out FVU"), ("absorption_rate", ("absorption_rate
 def architecture_rows(architectures: Sequence[str], sizes: Sequence[int], lobes_k: int,
                       read: Reader) -> list[dict[str, Any]]:
     """One row per (architecture, size) from the written metrics; an analysis that did not run
-    (or did not estimate a number) leaves its cells empty."""
+    (or did not estimate a number) leaves its cells empty. The seed spread (sample sd over the
+    seeds stage's training seeds) is there for the sizes it retrains: FVU at each, the galaxy
+    slope at the largest of them."""
     rows = []
     ordered = sorted(sizes)
     for arch in architectures:
         scaling = read("scaling", "metrics", arch)
+        seeds = read("seeds", "metrics", arch)
+        # the seeds stage retrains the sizes up to seeds.max_size; its galaxy headline is at the largest of them
+        retrained = [n for n in ordered if metric(seeds, f"n{n}.fvu.sd") is not None]
         for i, size in enumerate(ordered):
             evaluated = read("evaluate", "metrics", arch, size=size)
             absorption = read("absorption", "metrics", arch)
@@ -62,6 +67,10 @@ def architecture_rows(architectures: Sequence[str], sizes: Sequence[int], lobes_
             row.update({"ami": metric(lobes, f"k{lobes_k}.ami"),
                         "ami_null_mean": metric(lobes, f"k{lobes_k}.ami_null_mean"),
                         "completeness_freq50_times_alive": metric(scaling, "completeness.freq50_times_alive")})
+            row.update({"fvu_seed_sd": metric(seeds, f"n{size}.fvu.sd"),
+                        "slope_goc_seed_sd": metric(seeds, "galaxy.largest.slope_goc.sd")
+                        if retrained and size == retrained[-1] else None,
+                        "n_seeds": metric(seeds, "n_seeds") if size in retrained else None})
             rows.append(row)
     return rows
 
@@ -146,7 +155,8 @@ def architecture_section(rows: list[dict[str, Any]], out_dir: Path, layer: int, 
                                  "recovered; split-child, novel and Leask-novel fractions of the pair ending at "
                                  "this size, with nulls; absorption rate with interval and null; galaxy slope "
                                  "with interval and null; lobes AMI with null; completeness (frequency x alive "
-                                 "at 50%)."),))
+                                 "at 50%); the seed spread (sd over training seeds) of FVU and of the galaxy "
+                                 "slope where the seeds stage retrained that size."),))
 
 
 def layer_rows(params: Any, layer: int) -> tuple[list[dict[str, Any]], int]:
@@ -175,16 +185,22 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     def cell(value: Any, digits: int = 3) -> str:
         return "n/a" if value is None else f"{value:.{digits}g}"
 
-    out = ["| architecture | n | FVU | L0 | dead | CE recovered | split-child (null) | absorption [CI] (null) "
-           "| slope GoC window (null) | lobes AMI (null) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    def spread(r: dict[str, Any], column: str) -> str:
+        """The value, ± its seed sd where the seeds stage measured one."""
+        sd = r[f"{column}_seed_sd"]
+        return cell(r[column]) + ("" if sd is None else f" ± {sd:.2g}")
+
+    out = ["| architecture | n | FVU (± seed sd) | L0 | dead | CE recovered | split-child (null) | "
+           "absorption [CI] (null) | slope GoC window (± seed sd) (null) | lobes AMI (null) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ci = (f" [{cell(r['absorption_rate_ci_low'])}, {cell(r['absorption_rate_ci_high'])}]"
               if r["absorption_rate_ci_low"] is not None else "")
-        out.append(f"| {r['architecture']} | {r['size']} | {cell(r['fvu'])} | {cell(r['l0'])} | "
+        out.append(f"| {r['architecture']} | {r['size']} | {spread(r, 'fvu')} | {cell(r['l0'])} | "
                    f"{cell(r['dead_fraction'])} | {cell(r['ce_loss_recovered'])} | "
                    f"{cell(r['split_child_fraction'])} ({cell(r['split_child_fraction_null'])}) | "
                    f"{cell(r['absorption_rate'])}{ci} ({cell(r['absorption_rate_null'])}) | "
-                   f"{cell(r['slope_goc'])} ({cell(r['slope_goc_gaussian'])}) | {cell(r['ami'])} "
+                   f"{spread(r, 'slope_goc')} ({cell(r['slope_goc_gaussian'])}) | {cell(r['ami'])} "
                    f"({cell(r['ami_null_mean'])}) |")
     return "\n".join(out)
 

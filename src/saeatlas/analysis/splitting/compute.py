@@ -53,11 +53,18 @@ class SplittingInputs:
     sizes: tuple[int, ...]
     decoders: dict[int, np.ndarray]  # size -> [size, d]
     codes: dict[int, sparse.csr_matrix]  # size -> [N, size] activations
+    # Matryoshka: the largest SAE's inner prefix ends (``prefixes``); empty for an SAE that is not nested
+    prefixes: tuple[int, ...] = ()
 
     def validate(self) -> None:
+        from saeatlas.config import valid_prefix_ends
+
         sizes = tuple(int(s) for s in self.sizes)
         if len(sizes) < 2 or any(b <= a for a, b in zip(sizes, sizes[1:])):
             raise ValueError(f"sizes must be >= 2 strictly ascending dictionary sizes, got {sizes}")
+        if self.prefixes and not valid_prefix_ends([int(m) for m in self.prefixes], sizes[-1]):
+            raise ValueError(f"prefix ends {list(self.prefixes)} must be strictly increasing, each in "
+                             f"1..{sizes[-1] - 1}")
         d = n_tokens = None
         for s in sizes:
             if s not in self.decoders or s not in self.codes:
@@ -272,7 +279,9 @@ def run(config: SplittingConfig, inputs: SplittingInputs) -> AnalysisOutput:
     Metrics: ``pair_<s>_<s'>.<name>`` and ``<name>_null`` beside it; ``mean.<name>`` averaged over
     the pairs that define it (span and union statistics are absent for a pair with no family:
     they are undefined, and JSON has no NaN); ``reference.leask2025_*``. Tables ``split_families``,
-    ``matches`` (one row per larger feature and pair), ``children_per_parent``. Document
+    ``matches`` (one row per larger feature and pair), ``children_per_parent``. With
+    ``inputs.prefixes`` (a Matryoshka SAE), also the steps between its nested prefixes
+    (``prefixes.py``): ``prefix_<a>_<b>.*``, ``prefix_mean.*`` and table ``prefix_classes``. Document
     ``split_tree``; figures ``splitting_matches`` and ``splitting_classes``; interactive
     ``split_tree`` (Plotly icicle).
     """
@@ -288,11 +297,20 @@ def run(config: SplittingConfig, inputs: SplittingInputs) -> AnalysisOutput:
     doc = tree_document(config, sizes, pairs)
     children_table = [{"pair": f"{pr.small}->{pr.large}", "n_children": k, "families": v}
                       for pr in pairs for k, v in sorted(pr.children_counts.items())]
+    metrics, tables = _metrics(pairs), {}
+    if inputs.prefixes:  # inside the largest (Matryoshka) SAE; its own null stream: the pairs' stay as they were
+        from saeatlas.analysis.splitting.prefixes import prefix_steps
+
+        largest = sizes[-1]
+        nested, tables["prefix_classes"] = prefix_steps(
+            config, np.asarray(inputs.decoders[largest]), codes[largest],
+            (*(int(m) for m in inputs.prefixes), largest), np.random.default_rng((config.null_seed, 1)))
+        metrics.update(nested)
     return AnalysisOutput(
-        metrics=_metrics(pairs),
+        metrics=metrics,
         tables={"split_families": [r for pr in pairs for r in pr.families],
                 "matches": [r for pr in pairs for r in pr.matches],
-                "children_per_parent": children_table},
+                "children_per_parent": children_table, **tables},
         figures={"splitting_matches": match_figure(pairs, config), "splitting_classes": classes_figure(pairs)},
         interactive={"split_tree": icicle(doc, config.max_tree_roots)},
         documents={"split_tree": doc},

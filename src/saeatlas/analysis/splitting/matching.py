@@ -87,6 +87,28 @@ def activation_matches(a: sparse.spmatrix, b: sparse.spmatrix, parents: np.ndarr
 
 
 
+def best_containment(a: sparse.spmatrix, b: sparse.spmatrix, chunk: int = 512,
+                     desc: str = "containment") -> tuple[np.ndarray, np.ndarray]:
+    """For every column j of ``b`` [N, m]: the column i of ``a`` [N, n] whose firing set holds the
+    largest share of j's, ``max_i |F_i ∩ F_j| / |F_j|``, and that i (-1 and 0 for a j that never
+    fires). Co-firing counts are sparse products over ``chunk`` columns of ``b`` at a time, as in
+    ``activation_matches``: never a dense [N, ·] matrix."""
+    a_t = firing_binary(a).T.tocsr()  # [n, N]
+    b_bin = firing_binary(b)
+    m = b_bin.shape[1]
+    fires = np.asarray(b_bin.sum(axis=0)).ravel()
+    share, best = np.zeros(m), np.full(m, -1, dtype=np.int64)
+    for start in bar(range(0, m, chunk), desc=desc):
+        stop = min(start + chunk, m)
+        both = (a_t @ b_bin[:, start:stop]).toarray()  # [n, |J|] co-firing counts
+        top = both.argmax(axis=0)
+        counts = both[top, np.arange(stop - start)]
+        fired = fires[start:stop] > 0
+        best[start:stop] = np.where(fired, top, -1)
+        share[start:stop] = np.divide(counts, fires[start:stop], out=np.zeros(stop - start), where=fired)
+    return share, best
+
+
 @dataclass
 class Classification:
     classes: np.ndarray  # int8 [m], indices into CLASSES

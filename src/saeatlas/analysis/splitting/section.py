@@ -33,6 +33,18 @@ def _per_pair(metrics: Mapping[str, float], pairs: list[tuple[int, ...]]) -> str
     return ", ".join(parts) or "not estimated"
 
 
+def _prefix_numbers(metrics: Mapping[str, float]) -> tuple[Number, ...]:
+    """The Matryoshka prefix steps' means (``prefixes.py``), each beside its null; none when the
+    SAE is not nested."""
+    if "prefix_mean.novel_fraction" not in metrics:
+        return ()
+    return tuple(Number(label, metric(metrics, f"prefix_mean.{key}"), metric(metrics, f"prefix_mean.{key}_null"))
+                 for label, key in (("added latents: split-child fraction", "split_child_fraction"),
+                                    ("novel by direction", "novel_fraction"),
+                                    ("nested in one prefix latent's firings", "nested_fraction"),
+                                    ("nested but novel by direction", "nested_novel_fraction")))
+
+
 def section(metrics: Mapping[str, float], out_dir: Path) -> Section:
     pairs = sorted({tuple(int(x) for x in k.split(".")[0].split("_")[1:]) for k in metrics if k.startswith("pair_")})
     pair_list = ", ".join(f"{a}→{b}" for a, b in pairs)
@@ -61,11 +73,24 @@ def section(metrics: Mapping[str, float], out_dir: Path) -> Section:
                     f"{coverage.text()}, {_above(coverage)} the permuted-token null.")
     else:
         summary += f"No split family was found ({families.text()}): span and union tests are not estimated."
+    nested = _prefix_numbers(metrics)
+    tables: tuple[Table, ...] = ()
+    if nested:
+        steps = sorted({k.split(".")[0] for k in metrics if k.startswith("prefix_") and k[7].isdigit()},
+                       key=lambda t: int(t.split("_")[1]))
+        summary += (" Inside the largest (Matryoshka) SAE, the latents each nested prefix adds "
+                    f"({', '.join(t.replace('prefix_', '').replace('_', '→') for t in steps)}), read against the "
+                    "prefix before it (whose latents it keeps), averaged over the steps: "
+                    + "; ".join(n.text() for n in nested) + ".")
+        tables = (Table("tables/prefix_classes.csv", "Per step between nested prefixes of the Matryoshka SAE: the "
+                        "added latents' classes against the prefix (direction), the share nested in one prefix "
+                        "latent's firings, and those nested but novel by direction, each with its null."),)
 
     return Section(
         title="Feature splitting across dictionary sizes",
         summary=summary,
-        numbers=(similar, novel, split, leask, leask_novel, leask_alive, families, agreement, span, coverage, cos),
+        numbers=(similar, novel, split, leask, leask_novel, leask_alive, families, agreement, span, coverage, cos,
+                 *nested),
         figures=(
             Figure("figures/splitting_classes.png",
                    "Left: class fractions of the larger SAE's alive features per pair (identical, split child, "
@@ -86,6 +111,7 @@ def section(metrics: Mapping[str, float], out_dir: Path) -> Section:
                   "containment, span R² and union statistics, each with its null."),
             Table("tables/children_per_parent.csv", "Split families per number of children, per pair."),
             Table("tables/matches.csv", "Every larger feature's class, decoder and activation match."),
+            *tables,
         ),
         order=20,
     )

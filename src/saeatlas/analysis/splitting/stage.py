@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping
 
 from saeatlas.adapters import analysis_config, codes_dir, sizes
@@ -29,4 +30,14 @@ def run(params: Params, layer: int) -> dict[str, float]:
     ns = sizes(params, "splitting", at_least=2)
     with analysis_job("splitting", params, layer) as job:
         stores = {n: SparseCodes.open(codes_dir(params, layer, n)) for n in ns}
-        return job.write(compute(cfg, inputs(params, layer, stores)))
+        return job.write(compute(cfg, replace(inputs(params, layer, stores), prefixes=prefix_ends(params, max(ns)))))
+
+
+def prefix_ends(params: Params, largest: int) -> tuple[int, ...]:
+    """The largest SAE's inner prefix ends when it is a Matryoshka SAE (its splitting is then also
+    read across its own prefixes), else none. The seed replicas skip this: not a seeds headline."""
+    from saeatlas.config import matryoshka_prefixes
+
+    if params.sae.architecture != "matryoshka":
+        return ()
+    return tuple(matryoshka_prefixes(params.sae.matryoshka_fractions, largest))
